@@ -1,0 +1,103 @@
+"""Hydra callbacks: check a run before its folder exists, and report progress people expect.
+
+Sweep-level lines (job i/N, what it runs, elapsed, ETA) and a closing line naming the output
+folder. The closing line counts job statuses from the run.json files on disk, so it tells the
+truth whatever the launcher did.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf
+
+from runner import records
+from runner.errors import UserError
+from runner.plan import plan_job
+
+log = logging.getLogger("lcm-run")
+
+
+class RunnerCallbacks(Callback):
+    def __init__(self) -> None:
+        self.total: Optional[int] = None
+        self.swept: List[str] = []
+        self.started = time.perf_counter()
+        self.finished = 0
+
+    # -- single run -------------------------------------------------------------------------
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        # Hydra creates the run folder right after this: refuse bad input before it exists.
+        # Hydra turns a callback's Exception into a warning, so leave with SystemExit instead.
+        try:
+            plan_job(config)
+            records.ensure_fresh(Path(str(config.hydra.run.dir)))
+        except UserError as error:
+            raise SystemExit(f"Error: {error}") from None
+
+    def on_run_end(self, config: DictConfig, **kwargs: Any) -> None:
+        folder = Path(str(config.hydra.run.dir)).resolve()
+        record = _read_record(folder)
+        if record is not None and record.get("status") == "ok":
+            log.info("done: %d image(s) in %s", len(record["images"]), _clock(time.perf_counter() - self.started))
+            print(f"Images and run.json in {folder}")
+
+    # -- multirun ---------------------------------------------------------------------------
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self.started = time.perf_counter()
+        self.total, self.swept = _count_jobs(config)
+
+    def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
+        if str(config.hydra.mode) != "RunMode.MULTIRUN":
+            return
+        number = int(config.hydra.job.num) + 1
+        elapsed = time.perf_counter() - self.started
+        chosen = [o for o in config.hydra.overrides.task if o.split("=", 1)[0].lstrip("+~") in self.swept]
+        of_total = f"{number}/{self.total}" if self.total else f"{number}"
+        eta = ""
+        if self.total and self.finished:
+            eta = f", ETA {_clock(elapsed / self.finished * (self.total - self.finished))}"
+        log.info("job %s: %s (elapsed %s%s)", of_total, " ".join(chosen) or "defaults", _clock(elapsed), eta)
+
+    def on_job_end(self, config: DictConfig, job_return: Any, **kwargs: Any) -> None:
+        self.finished += 1
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep_dir = Path(str(config.hydra.sweep.dir)).resolve()
+        statuses: Dict[str, int] = {}
+        for run_json in sweep_dir.glob(f"*/{records.RUN_JSON}"):
+            status = (_read_record(run_json.parent) or {}).get("status", "unknown")
+            statuses[status] = statuses.get(status, 0) + 1
+        counts = ", ".join(f"{n} {status}" for status, n in sorted(statuses.items())) or "no jobs recorded"
+        log.info("sweep done in %s: %s", _clock(time.perf_counter() - self.started), counts)
+        print(f"Sweep results in {sweep_dir}")
+
+
+def _count_jobs(config: DictConfig):
+    """Jobs in the sweep and the swept keys, expanded as Hydra's basic sweeper will expand them."""
+    if not str(config.hydra.sweeper.get("_target_", "")).endswith("BasicSweeper"):
+        return None, []
+    params = config.hydra.sweeper.get("params") or {}
+    arguments = [f"{k}={v}" for k, v in params.items()] + list(config.hydra.overrides.task)
+    overrides = OverridesParser.create().parse_overrides(arguments)
+    batches = BasicSweeper.split_arguments(overrides, None)
+    jobs = [job for batch in batches for job in batch]
+    swept = [o.get_key_element().lstrip("+~") for o in overrides if o.is_sweep_override()]
+    return len(jobs), swept
+
+
+def _read_record(folder: Path) -> Optional[Dict[str, Any]]:
+    try:
+        return records.read_json(folder / records.RUN_JSON)
+    except (OSError, ValueError):
+        return None
+
+
+def _clock(seconds: float) -> str:
+    return str(timedelta(seconds=round(seconds)))

@@ -1,0 +1,143 @@
+"""Typed schema of a run and the checks that types alone cannot express.
+
+Torch-free by design: composing, validating and planning a sweep must stay instant.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Dict, Iterator, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig, OmegaConf
+
+from runner.errors import UserError
+
+
+@dataclass
+class ModelConfig:
+    source: str = MISSING  # hub id or local diffusers folder
+    variant: Optional[str] = None  # e.g. fp16: which weight files to read
+
+
+@dataclass
+class LoraEntry:
+    source: str = MISSING  # hub id, local folder or .safetensors file
+    weight_name: Optional[str] = None  # file inside a hub repo or folder
+    weight: float = 1.0
+
+
+@dataclass
+class SamplingConfig:
+    prompt: str = MISSING
+    negative_prompt: Optional[str] = None
+    steps: int = 4
+    guidance_scale: float = 0.0
+    seed: int = 0
+    num_images: int = 1
+    height: int = 1024
+    width: int = 1024
+
+
+@dataclass
+class DeviceConfig:
+    type: str = "auto"  # auto | cpu | cuda | cuda:N | mps
+    dtype: str = "auto"  # auto | float32 | float16 | bfloat16
+
+
+@dataclass
+class ZooConfig:
+    name: str = "hub"
+    twins: Dict[str, str] = field(default_factory=dict)  # hub id -> folder in the tiny zoo
+
+
+@dataclass
+class PathsConfig:
+    root: str = "outputs"
+    output_dir: str = MISSING
+
+
+@dataclass
+class RunConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    # `_target_` names a scheduler's from_config; the other keys override the model's config.
+    scheduler: Dict[str, Any] = field(default_factory=dict)
+    lora: Dict[str, LoraEntry] = field(default_factory=dict)
+    fuse_lora: bool = False
+    conditioning: Dict[str, Any] = field(default_factory=lambda: {"kind": "none"})
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    device: DeviceConfig = field(default_factory=DeviceConfig)
+    zoo: ZooConfig = field(default_factory=ZooConfig)
+    paths: PathsConfig = field(default_factory=PathsConfig)
+
+
+ConfigStore.instance().store(name="run_schema", node=RunConfig)
+
+DEVICE_TYPES = ("auto", "cpu", "cuda", "mps")
+DTYPES = ("auto", "float32", "float16", "bfloat16")
+CONDITIONING_KINDS = ("none",)
+# Only diffusers schedulers may be instantiated: a config (or a PNG's metadata) never names code.
+SCHEDULER_TARGET_PREFIX = "diffusers."
+SCHEDULER_TARGET_SUFFIX = "Scheduler.from_config"
+
+
+def validate(cfg: DictConfig) -> None:
+    """Raise one UserError listing every value that is out of range, before anything loads."""
+    problems = list(_problems(cfg))
+    if problems:
+        raise UserError(
+            "Invalid configuration: " + "; ".join(problems) + ". Fix the value on the command line "
+            "(for example `sampling.steps=4`) or in the experiment file, then run again."
+        )
+
+
+def _problems(cfg: DictConfig) -> Iterator[str]:
+    s = cfg.sampling
+    if not str(s.prompt).strip():
+        yield "sampling.prompt is empty; give the text to draw"
+    if s.steps < 1:
+        yield f"sampling.steps={s.steps} must be at least 1 (LCM-LoRA is made for 2-8)"
+    if s.guidance_scale < 0:
+        yield f"sampling.guidance_scale={s.guidance_scale} must be 0 or more (the card uses 0 or 1-2)"
+    if s.num_images < 1:
+        yield f"sampling.num_images={s.num_images} must be at least 1"
+    if s.seed < 0:
+        yield f"sampling.seed={s.seed} must be 0 or more"
+    for key in ("height", "width"):
+        value = s[key]
+        if value < 8 or value % 8:
+            lower, upper = max(8, value // 8 * 8), (value // 8 + 1) * 8
+            yield (f"sampling.{key}={value} must be a positive multiple of 8 "
+                   f"(the VAE downsamples x8; try {lower} or {upper})")
+    device_type = str(cfg.device.type)
+    if device_type.split(":")[0] not in DEVICE_TYPES or not _valid_device_index(device_type):
+        yield f"device.type={device_type!r} is not one of {', '.join(DEVICE_TYPES)} (or cuda:N)"
+    if cfg.device.dtype not in DTYPES:
+        yield f"device.dtype={cfg.device.dtype!r} is not one of {', '.join(DTYPES)}"
+    yield from _scheduler_problems(cfg.scheduler)
+    for name, entry in cfg.lora.items():
+        if not str(entry.source).strip():
+            yield f"lora.{name}.source is empty; give a hub id, a folder or a .safetensors file"
+    kind = cfg.conditioning.get("kind")
+    if kind not in CONDITIONING_KINDS:
+        yield f"conditioning.kind={kind!r} is not one of {', '.join(CONDITIONING_KINDS)}"
+
+
+def _valid_device_index(device_type: str) -> bool:
+    name, _, index = device_type.partition(":")
+    return not index or (name == "cuda" and index.isdigit())
+
+
+def _scheduler_problems(scheduler: DictConfig) -> Iterator[str]:
+    target = scheduler.get("_target_")
+    if not isinstance(target, str) or not (
+        target.startswith(SCHEDULER_TARGET_PREFIX) and target.endswith(SCHEDULER_TARGET_SUFFIX)
+    ):
+        yield (f"scheduler._target_={target!r} must name a diffusers scheduler's from_config, "
+               "like diffusers.LCMScheduler.from_config (choose scheduler=lcm|tcd|euler|euler_a|dpmpp_2m|ddim)")
+    elif scheduler.get("_partial_") is not True:
+        yield "scheduler._partial_ must be true: the scheduler is built from the model's own config"
+
+
+def to_container(cfg: DictConfig) -> Dict[str, Any]:
+    """The fully resolved config as plain data (for run.json and hashing)."""
+    return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)

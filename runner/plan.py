@@ -1,0 +1,77 @@
+"""From a composed config to a job plan: what to load and what to call, validated up front.
+
+Torch-free: every check that can fail on bad input happens here, before any model loads.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Dict, Optional, Tuple
+
+from omegaconf import DictConfig, OmegaConf
+
+from runner import sources
+from runner.config import validate
+from runner.sources import Source
+
+
+@dataclass(frozen=True)
+class AdapterPlan:
+    name: str  # adapter name in the pipeline (the key under `lora`)
+    source: Source
+    weight: float
+
+
+@dataclass(frozen=True)
+class JobPlan:
+    base: Source
+    variant: Optional[str]
+    device: str
+    dtype: str
+    scheduler: Dict[str, Any]  # `_target_`, `_partial_` and keyword overrides
+    adapters: Tuple[AdapterPlan, ...]
+    fuse_lora: bool
+    call: Dict[str, Any]  # pipeline keywords, by diffusers' names, without generators
+    seeds: Tuple[int, ...]
+    components: Dict[str, Source] = field(default_factory=dict)
+
+    @property
+    def weight_key(self) -> Tuple[Any, ...]:
+        """What identifies the loaded base pipeline in the process cache."""
+        return (self.base.path, self.variant, self.device, self.dtype)
+
+
+def plan_job(cfg: DictConfig) -> JobPlan:
+    validate(cfg)
+    twins = dict(cfg.zoo.twins) if cfg.zoo.name == "tiny" else {}
+    base = sources.resolve_folder("model.source", cfg.model.source, twins)
+    adapters = tuple(
+        AdapterPlan(
+            name=name,
+            source=sources.resolve_file(f"lora.{name}.source", entry.source, entry.weight_name, twins),
+            weight=float(entry.weight),
+        )
+        for name, entry in cfg.lora.items()
+    )
+    s = cfg.sampling
+    call: Dict[str, Any] = {"prompt": s.prompt}
+    if s.negative_prompt is not None:
+        call["negative_prompt"] = s.negative_prompt
+    call.update(
+        num_inference_steps=s.steps,
+        guidance_scale=float(s.guidance_scale),
+        height=s.height,
+        width=s.width,
+        num_images_per_prompt=s.num_images,
+    )
+    return JobPlan(
+        base=base,
+        variant=cfg.model.variant,
+        device=cfg.device.type,
+        dtype=cfg.device.dtype,
+        scheduler=OmegaConf.to_container(cfg.scheduler, resolve=True),
+        adapters=adapters,
+        fuse_lora=bool(cfg.fuse_lora) and bool(adapters),
+        call=call,
+        seeds=tuple(s.seed + i for i in range(s.num_images)),
+        components={"base": base},
+    )

@@ -1,0 +1,126 @@
+"""One job: plan, load (cached), apply scheduler and LoRA stack, generate, record.
+
+`run(cfg)` is the plain Python entry point behind `lcm-run`; notebooks and tests call it directly.
+"""
+from __future__ import annotations
+
+import copy
+import logging
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Union
+
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
+
+from runner import records
+from runner.config import to_container
+from runner.errors import UserError
+from runner.plan import JobPlan, plan_job
+
+log = logging.getLogger("lcm-run")
+
+
+def run(cfg: DictConfig, output_dir: Optional[Union[str, Path]] = None) -> Dict[str, Any]:
+    """Run one job into `output_dir` (default: the Hydra job folder) and return its run.json record."""
+    started = time.perf_counter()
+    job_dir = Path(output_dir if output_dir is not None else cfg.paths.output_dir).resolve()
+    try:  # every user error surfaces here, before anything loads or is written
+        plan = plan_job(cfg)
+        records.ensure_fresh(job_dir)
+    except UserError as error:
+        _record_rejected_sweep_job(job_dir, error)
+        raise
+    cfg = copy.deepcopy(cfg)
+    cfg.paths.output_dir = str(job_dir)
+    record = _new_record(cfg, plan)
+    try:
+        _execute(plan, job_dir, record)
+        record["status"] = "ok"
+    except BaseException as error:
+        record["status"] = "failed"
+        record["error"] = f"{type(error).__name__}: {error}"
+        raise
+    finally:
+        record["timings"]["total"] = round(time.perf_counter() - started, 4)
+        records.write_json(job_dir / records.RUN_JSON, record)
+    return record
+
+
+def _record_rejected_sweep_job(job_dir: Path, error: UserError) -> None:
+    """A sweep job's folder exists before the job runs (Hydra makes it): say why it is empty."""
+    if job_dir.is_dir() and not (job_dir / records.RUN_JSON).exists():
+        records.write_json(job_dir / records.RUN_JSON, {
+            "status": "failed", "overrides": _overrides(), "error": f"{type(error).__name__}: {error}"})
+
+
+def _new_record(cfg: DictConfig, plan: JobPlan) -> Dict[str, Any]:
+    return {
+        "status": "running",
+        "config": to_container(cfg),
+        "overrides": _overrides(),
+        "pipeline": None,
+        "components": {key: source.path for key, source in plan.components.items()},
+        "scheduler": None,
+        "adapters": [],
+        "fused": plan.fuse_lora,
+        "call": dict(plan.call),
+        "inputs": {},
+        "images": [],
+        "device": None,
+        "timings": {},
+        "cache": {},
+        "versions": records.versions(),
+        "error": None,
+    }
+
+
+def _execute(plan: JobPlan, job_dir: Path, record: Dict[str, Any]) -> None:
+    import torch  # imported here so that planning and errors stay instant
+
+    from runner import lora, models, schedulers
+
+    timings = record["timings"]
+    t = time.perf_counter()
+    loaded, hit = models.load_pipeline(plan)
+    pipe = loaded.pipe
+    record["cache"]["base"] = "hit" if hit else "miss"
+    record["components"]["base"] = loaded.folder
+    record["device"] = {"type": str(pipe.device), "dtype": str(pipe.dtype).replace("torch.", "")}
+    timings["load"] = _since(t)
+    log.info("base %s (%s) from %s", "cached" if hit else "loaded", type(pipe).__name__, loaded.folder)
+
+    t = time.perf_counter()
+    record["adapters"] = lora.apply_stack(loaded, plan.adapters, plan.fuse_lora)
+    pipe.scheduler = schedulers.build_scheduler(plan.scheduler, loaded.scheduler_config)
+    record["scheduler"] = schedulers.describe(pipe.scheduler)
+    record["pipeline"] = type(pipe).__name__
+    timings["prepare"] = _since(t)
+
+    t = time.perf_counter()
+    generators = [torch.Generator("cpu").manual_seed(seed) for seed in plan.seeds]
+    images = pipe(**plan.call, generator=generators).images
+    timings["generate"] = _since(t)
+
+    t = time.perf_counter()
+    record["images"] = _save_images(job_dir, images, plan.seeds)
+    timings["save"] = _since(t)
+
+
+def _save_images(job_dir: Path, images: List[Any], seeds) -> List[Dict[str, Any]]:
+    saved = []
+    for index, (image, seed) in enumerate(zip(images, seeds)):
+        name = records.image_name(index, seed)
+        records.save_png(job_dir / name, image)
+        saved.append({"file": name, "seed": seed, "index": index})
+    return saved
+
+
+def _overrides() -> List[str]:
+    if not HydraConfig.initialized():
+        return []
+    return list(HydraConfig.get().overrides.task)
+
+
+def _since(start: float) -> float:
+    return round(time.perf_counter() - start, 4)

@@ -1,0 +1,150 @@
+"""Runs on the tiny zoo, checked against diffusers called by hand as the model card does."""
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from conftest import make_config
+from runner import cache
+from runner.run import run
+
+
+def pixels(path):
+    return np.asarray(Image.open(path).convert("RGB"), dtype=np.int16)
+
+
+def job_pixels(record, job_dir, index=0):
+    return pixels(job_dir / record["images"][index]["file"])
+
+
+def mean_change(a, b):
+    return float(np.abs(a - b).mean())
+
+
+@pytest.fixture
+def fresh_cache():
+    cache.clear()
+    yield
+    cache.clear()
+
+
+def card_text_to_image(zoo_dir, height, width, seed=0):
+    """The card's text-to-image code, on the tiny twins, with a seeded generator."""
+    from diffusers import AutoPipelineForText2Image, LCMScheduler
+
+    pipe = AutoPipelineForText2Image.from_pretrained(str(zoo_dir / "sdxl-base"), torch_dtype=torch.float32)
+    pipe.scheduler = LCMScheduler.from_config(pipe.scheduler.config)
+    pipe.load_lora_weights(str(zoo_dir / "lcm-lora-sdxl"))
+    pipe.fuse_lora()
+    prompt = "Self-portrait oil painting, a beautiful cyborg with golden hair, 8k"
+    image = pipe(prompt=prompt, num_inference_steps=4, guidance_scale=0, height=height, width=width,
+                 generator=torch.Generator("cpu").manual_seed(seed)).images[0]
+    return np.asarray(image, dtype=np.int16)
+
+
+def test_t2i_pixels_equal_the_cards_code_called_by_hand(tiny_zoo, tmp_path, fresh_cache):
+    cfg = make_config("experiment=t2i", "zoo=tiny", "device=cpu")
+    record = run(cfg, tmp_path / "job")
+    expected = card_text_to_image(tiny_zoo, cfg.sampling.height, cfg.sampling.width)
+    assert np.array_equal(job_pixels(record, tmp_path / "job"), expected)
+    assert expected.std() > 5, "the tiny zoo should draw structure, not a flat image"
+
+
+def test_run_json_records_everything_needed_to_rebuild_the_call(tiny_zoo, tmp_path, fresh_cache):
+    job = tmp_path / "job"
+    run(make_config("zoo=tiny", "sampling.num_images=2", "sampling.seed=7", "sampling.negative_prompt=blurry"), job)
+    record = json.loads((job / "run.json").read_text())
+    assert record["status"] == "ok" and record["error"] is None
+    assert record["pipeline"] == "StableDiffusionXLPipeline"
+    assert record["components"] == {"base": str(tiny_zoo / "sdxl-base")}
+    assert record["cache"] == {"base": "miss"}
+    assert record["scheduler"]["class"] == "LCMScheduler"
+    assert record["scheduler"]["config"]["beta_schedule"] == "scaled_linear"
+    assert record["adapters"] == [{
+        "name": "lcm", "source": "latent-consistency/lcm-lora-sdxl", "cache": "miss", "weight": 1.0,
+        "file": str(tiny_zoo / "lcm-lora-sdxl" / "pytorch_lora_weights.safetensors")}]
+    assert record["fused"] is True
+    assert record["call"] == {
+        "prompt": "Self-portrait oil painting, a beautiful cyborg with golden hair, 8k",
+        "negative_prompt": "blurry", "num_inference_steps": 4, "guidance_scale": 0.0,
+        "height": 256, "width": 256, "num_images_per_prompt": 2}
+    assert record["images"] == [{"file": "image_00_seed7.png", "seed": 7, "index": 0},
+                                {"file": "image_01_seed8.png", "seed": 8, "index": 1}]
+    assert record["config"]["sampling"]["seed"] == 7 and record["config"]["paths"]["output_dir"] == str(job)
+    assert {"torch", "diffusers", "peft", "python"} <= set(record["versions"])
+    assert {"load", "prepare", "generate", "save", "total"} <= set(record["timings"])
+    assert record["inputs"] == {}
+    for image in record["images"]:
+        assert Image.open(job / image["file"]).size == (256, 256)
+
+
+def test_image_i_uses_seed_plus_i(tiny_zoo, tmp_path, fresh_cache):
+    pair = run(make_config("zoo=tiny", "sampling.num_images=2", "sampling.seed=3"), tmp_path / "pair")
+    single = run(make_config("zoo=tiny", "sampling.seed=4"), tmp_path / "single")
+    second = job_pixels(pair, tmp_path / "pair", 1)
+    assert mean_change(second, job_pixels(single, tmp_path / "single")) <= 1.0
+    assert mean_change(second, job_pixels(pair, tmp_path / "pair", 0)) > 5
+
+
+def test_lora_weight_change_changes_the_image_without_reloading(tiny_zoo, tmp_path, fresh_cache):
+    live = ("zoo=tiny", "fuse_lora=false")
+    full = run(make_config(*live, "lora.lcm.weight=1.0"), tmp_path / "w1")
+    off = run(make_config(*live, "lora.lcm.weight=0.0"), tmp_path / "w0")
+    assert off["cache"] == {"base": "hit"} and off["adapters"][0]["cache"] == "hit"
+    assert mean_change(job_pixels(full, tmp_path / "w1"), job_pixels(off, tmp_path / "w0")) >= 5
+
+
+def test_refusing_then_refusing_back_restores_exact_weights(tiny_zoo, tmp_path, fresh_cache):
+    """A fused stack whose weight changes is re-fused from saved weights: job order never matters."""
+    first = run(make_config("zoo=tiny", "lora.lcm.weight=1.0"), tmp_path / "a")
+    run(make_config("zoo=tiny", "lora.lcm.weight=0.5"), tmp_path / "b")
+    run(make_config("zoo=tiny", "fuse_lora=false", "lora.lcm.weight=0.3"), tmp_path / "c")
+    again = run(make_config("zoo=tiny", "lora.lcm.weight=1.0"), tmp_path / "d")
+    assert again["cache"] == {"base": "hit"}
+    assert np.array_equal(job_pixels(first, tmp_path / "a"), job_pixels(again, tmp_path / "d"))
+
+
+def test_stacks_switch_in_one_process_like_fresh_processes(tiny_zoo, tmp_path, fresh_cache):
+    """LCM + papercut, then no LoRA at all, then LCM alone again: each equals a cold run."""
+    stacked = run(make_config("zoo=tiny", "lora=lcm_papercut", "fuse_lora=false"), tmp_path / "s")
+    none = run(make_config("zoo=tiny", "lora=none"), tmp_path / "n")
+    lcm = run(make_config("zoo=tiny", "fuse_lora=false"), tmp_path / "l")
+    warm = {name: job_pixels(r, tmp_path / name) for name, r in (("s", stacked), ("n", none), ("l", lcm))}
+    assert none["adapters"] == [] and none["fused"] is False
+    for name, overrides in (("s", ("lora=lcm_papercut", "fuse_lora=false")), ("n", ("lora=none",)),
+                            ("l", ("fuse_lora=false",))):
+        cache.clear()
+        cold = run(make_config("zoo=tiny", *overrides), tmp_path / f"cold-{name}")
+        assert np.array_equal(job_pixels(cold, tmp_path / f"cold-{name}"), warm[name]), name
+    assert mean_change(warm["s"], warm["l"]) >= 5, "papercut should change the image"
+
+
+@pytest.mark.parametrize("scheduler", ["lcm", "tcd", "euler", "euler_a", "dpmpp_2m", "ddim"])
+def test_every_scheduler_option_runs(scheduler, tiny_zoo, tmp_path):
+    record = run(make_config("zoo=tiny", f"scheduler={scheduler}", "sampling.steps=2",
+                             "sampling.height=64", "sampling.width=64"), tmp_path / scheduler)
+    assert record["status"] == "ok"
+    assert record["scheduler"]["config"]["beta_end"] == 0.012  # built from the model's own config
+    if scheduler == "dpmpp_2m":
+        assert record["scheduler"]["config"]["algorithm_type"] == "dpmsolver++"
+
+
+def test_scheduler_override_with_a_typo_is_named(tiny_zoo, tmp_path):
+    from runner.errors import UserError
+
+    with pytest.raises(UserError, match=r"scheduler.timestep_spacin='trailing'"):
+        run(make_config("zoo=tiny", "+scheduler.timestep_spacin=trailing"), tmp_path / "job")
+    assert not list((tmp_path / "job").glob("*.png"))
+
+
+def test_existing_results_are_never_overwritten(tiny_zoo, tmp_path):
+    from runner.errors import UserError
+
+    job = tmp_path / "job"
+    run(make_config("zoo=tiny", "sampling.height=64", "sampling.width=64"), job)
+    before = {p.name: p.read_bytes() for p in job.iterdir()}
+    with pytest.raises(UserError, match="already holds"):
+        run(make_config("zoo=tiny", "sampling.seed=5"), job)
+    assert {p.name: p.read_bytes() for p in job.iterdir()} == before
