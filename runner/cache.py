@@ -24,9 +24,13 @@ class LoadedPipeline:
     fused: Tuple[Tuple[str, float], ...] = ()  # (name, weight) merged into the weights
     lora_enabled: bool = True
     pristine: Dict[Tuple[str, str], Any] = field(default_factory=dict)  # weights before any fuse
+    variants: Dict[str, Any] = field(default_factory=dict)  # from_pipe views, by pipeline class
 
 
 _pipelines: "OrderedDict[Hashable, LoadedPipeline]" = OrderedDict()
+# ControlNets and T2I-Adapters are small next to the base: keep a few.
+MAX_COMPONENTS = 4
+_components: "OrderedDict[Hashable, Any]" = OrderedDict()
 
 
 def get(key: Hashable) -> Optional[LoadedPipeline]:
@@ -43,8 +47,23 @@ def put(key: Hashable, entry: LoadedPipeline) -> None:
     _pipelines[key] = entry
 
 
+def get_component(key: Hashable) -> Optional[Any]:
+    model = _components.get(key)
+    if model is not None:
+        _components.move_to_end(key)
+    return model
+
+
+def put_component(key: Hashable, model: Any) -> None:
+    while len(_components) >= MAX_COMPONENTS:
+        _components.popitem(last=False)
+        _release_memory()
+    _components[key] = model
+
+
 def clear() -> None:
     _pipelines.clear()
+    _components.clear()
     _release_memory()
 
 

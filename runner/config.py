@@ -47,7 +47,8 @@ class DeviceConfig:
 @dataclass
 class ZooConfig:
     name: str = "hub"
-    twins: Dict[str, str] = field(default_factory=dict)  # hub id -> folder in the tiny zoo
+    size_scale: float = 1.0  # what ${zoo_size:N} multiplies N by
+    twins: Dict[str, str] = field(default_factory=dict)  # hub id or URL -> path in the tiny zoo
 
 
 @dataclass
@@ -62,6 +63,7 @@ class RunConfig:
     # `_target_` names a scheduler's from_config; the other keys override the model's config.
     scheduler: Dict[str, Any] = field(default_factory=dict)
     lora: Dict[str, LoraEntry] = field(default_factory=dict)
+    lora_scale: Optional[float] = None  # cross_attention_kwargs={"scale": ...} for live adapters
     fuse_lora: bool = False
     conditioning: Dict[str, Any] = field(default_factory=lambda: {"kind": "none"})
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
@@ -72,9 +74,16 @@ class RunConfig:
 
 ConfigStore.instance().store(name="run_schema", node=RunConfig)
 
+
+def _zoo_size(pixels: int, *, _root_: DictConfig) -> int:
+    """A size written for real weights, scaled for the active zoo, kept a multiple of 8."""
+    return max(8, round(int(pixels) * float(_root_.zoo.size_scale) / 8) * 8)
+
+
+OmegaConf.register_new_resolver("zoo_size", _zoo_size, replace=True)
+
 DEVICE_TYPES = ("auto", "cpu", "cuda", "mps")
 DTYPES = ("auto", "float32", "float16", "bfloat16")
-CONDITIONING_KINDS = ("none",)
 # Only diffusers schedulers may be instantiated: a config (or a PNG's metadata) never names code.
 SCHEDULER_TARGET_PREFIX = "diffusers."
 SCHEDULER_TARGET_SUFFIX = "Scheduler.from_config"
@@ -117,9 +126,6 @@ def _problems(cfg: DictConfig) -> Iterator[str]:
     for name, entry in cfg.lora.items():
         if not str(entry.source).strip():
             yield f"lora.{name}.source is empty; give a hub id, a folder or a .safetensors file"
-    kind = cfg.conditioning.get("kind")
-    if kind not in CONDITIONING_KINDS:
-        yield f"conditioning.kind={kind!r} is not one of {', '.join(CONDITIONING_KINDS)}"
 
 
 def _valid_device_index(device_type: str) -> bool:

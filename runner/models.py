@@ -3,12 +3,18 @@ from __future__ import annotations
 
 import contextlib
 from pathlib import Path
-from typing import Iterator, Tuple
+from typing import Any, Dict, Iterator, Tuple
 
-import diffusers
 import torch
 import transformers
-from diffusers import DiffusionPipeline
+
+# diffusers' import makes transformers warn about torchvision image processors we never use.
+_verbosity = transformers.utils.logging.get_verbosity()
+transformers.utils.logging.set_verbosity_error()
+import diffusers  # noqa: E402
+from diffusers import DiffusionPipeline  # noqa: E402
+
+transformers.utils.logging.set_verbosity(_verbosity)
 
 from runner import cache, zoo
 from runner.cache import LoadedPipeline
@@ -100,3 +106,44 @@ def load_pipeline(plan: JobPlan) -> Tuple[LoadedPipeline, bool]:
     entry = LoadedPipeline(pipe=pipe, folder=folder, scheduler_config=pipe.scheduler.config)
     cache.put(key, entry)
     return entry, False
+
+
+_COMPONENT_CLASSES = {"controlnet": "ControlNetModel", "adapter": "T2IAdapter"}
+
+
+def load_conditioning_model(plan: JobPlan) -> Tuple[Any, str, bool]:
+    """The ControlNet / T2I-Adapter of a plan (model, local folder, cache hit), loaded once."""
+    cond = plan.conditioning
+    device = resolve_device(plan.device)
+    dtype = resolve_dtype(plan.dtype, device)
+    key = (cond.component, cond.model.path, cond.model_variant, device, str(dtype))
+    cached = cache.get_component(key)
+    if cached is not None:
+        return cached[0], cached[1], True
+    folder = local_path(cond.model, cond.model_variant)
+    model_class = getattr(diffusers, _COMPONENT_CLASSES[cond.component])
+    with quiet_libraries():
+        model = model_class.from_pretrained(folder, dtype=dtype, variant=cond.model_variant)
+    model.to(device)
+    cache.put_component(key, (model, folder))
+    return model, folder, False
+
+
+def pipeline_for(loaded: LoadedPipeline, plan: JobPlan, extra: Dict[str, Any]) -> Any:
+    """The pipeline class the conditioning kind needs, sharing the loaded base's components
+    (`from_pipe`), so that switching kinds never reloads the base."""
+    wanted = plan.conditioning.pipeline
+    if loaded.pipe.unet.config.in_channels == 9 and plan.conditioning.kind != "inpaint":
+        raise UserError(
+            f"model.source={plan.base.ref!r} is an inpainting model (9-channel UNet), which only "
+            f"runs with conditioning=inpaint, not conditioning={plan.conditioning.kind}. Use "
+            "conditioning=inpaint, or model=sdxl_base for the other kinds."
+        )
+    if type(loaded.pipe).__name__ == wanted and not extra:
+        return loaded.pipe
+    variant = loaded.variants.get(wanted)  # one per kind, rebuilt when its extra model changes
+    if variant is None or any(getattr(variant, name) is not model for name, model in extra.items()):
+        with quiet_libraries():
+            variant = getattr(diffusers, wanted).from_pipe(loaded.pipe, **extra)
+        loaded.variants[wanted] = variant
+    return variant

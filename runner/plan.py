@@ -4,12 +4,13 @@ Torch-free: every check that can fail on bad input happens here, before any mode
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Dict, Optional, Tuple
 
 from omegaconf import DictConfig, OmegaConf
 
 from runner import sources
+from runner.conditioning import ConditioningPlan, plan_conditioning
 from runner.config import validate
 from runner.sources import Source
 
@@ -30,14 +31,17 @@ class JobPlan:
     scheduler: Dict[str, Any]  # `_target_`, `_partial_` and keyword overrides
     adapters: Tuple[AdapterPlan, ...]
     fuse_lora: bool
-    call: Dict[str, Any]  # pipeline keywords, by diffusers' names, without generators
+    conditioning: ConditioningPlan
+    call: Dict[str, Any]  # pipeline keywords by diffusers' names, without images or generators
     seeds: Tuple[int, ...]
-    components: Dict[str, Source] = field(default_factory=dict)
 
     @property
-    def weight_key(self) -> Tuple[Any, ...]:
-        """What identifies the loaded base pipeline in the process cache."""
-        return (self.base.path, self.variant, self.device, self.dtype)
+    def components(self) -> Dict[str, Source]:
+        """Every model folder the job loads, keyed as in run.json."""
+        found = {"base": self.base}
+        if self.conditioning.component:
+            found[self.conditioning.component] = self.conditioning.model
+        return found
 
 
 def plan_job(cfg: DictConfig) -> JobPlan:
@@ -52,6 +56,7 @@ def plan_job(cfg: DictConfig) -> JobPlan:
         )
         for name, entry in cfg.lora.items()
     )
+    conditioning = plan_conditioning(cfg.conditioning, twins)
     s = cfg.sampling
     call: Dict[str, Any] = {"prompt": s.prompt}
     if s.negative_prompt is not None:
@@ -63,15 +68,18 @@ def plan_job(cfg: DictConfig) -> JobPlan:
         width=s.width,
         num_images_per_prompt=s.num_images,
     )
+    call.update(conditioning.call)
+    if cfg.lora_scale is not None:
+        call["cross_attention_kwargs"] = {"scale": float(cfg.lora_scale)}
     return JobPlan(
         base=base,
-        variant=cfg.model.variant,
+        variant=sources.variant_for(base, cfg.model.variant),
         device=cfg.device.type,
         dtype=cfg.device.dtype,
         scheduler=OmegaConf.to_container(cfg.scheduler, resolve=True),
         adapters=adapters,
         fuse_lora=bool(cfg.fuse_lora) and bool(adapters),
+        conditioning=conditioning,
         call=call,
         seeds=tuple(s.seed + i for i in range(s.num_images)),
-        components={"base": base},
     )

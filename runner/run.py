@@ -13,7 +13,7 @@ from typing import Any, Dict, List, Optional, Union
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from runner import records
+from runner import conditioning, records
 from runner.config import to_container
 from runner.errors import UserError
 from runner.plan import JobPlan, plan_job
@@ -83,27 +83,39 @@ def _execute(plan: JobPlan, job_dir: Path, record: Dict[str, Any]) -> None:
     timings = record["timings"]
     t = time.perf_counter()
     loaded, hit = models.load_pipeline(plan)
-    pipe = loaded.pipe
     record["cache"]["base"] = "hit" if hit else "miss"
     record["components"]["base"] = loaded.folder
+    extra = {}
+    component = plan.conditioning.component
+    if component:
+        model, folder, hit = models.load_conditioning_model(plan)
+        extra[component] = model
+        record["cache"][component] = "hit" if hit else "miss"
+        record["components"][component] = folder
+    pipe = models.pipeline_for(loaded, plan, extra)
+    record["pipeline"] = type(pipe).__name__
     record["device"] = {"type": str(pipe.device), "dtype": str(pipe.dtype).replace("torch.", "")}
     timings["load"] = _since(t)
-    log.info("base %s (%s) from %s", "cached" if hit else "loaded", type(pipe).__name__, loaded.folder)
+    log.info("%s on %s (cache: %s)", record["pipeline"], record["device"]["type"],
+             ", ".join(f"{k} {v}" for k, v in record["cache"].items()))
 
     t = time.perf_counter()
     record["adapters"] = lora.apply_stack(loaded, plan.adapters, plan.fuse_lora)
     pipe.scheduler = schedulers.build_scheduler(plan.scheduler, loaded.scheduler_config)
     record["scheduler"] = schedulers.describe(pipe.scheduler)
-    record["pipeline"] = type(pipe).__name__
+    images_in, fed = conditioning.prepare_inputs(plan.conditioning, plan.call["width"], plan.call["height"])
+    record["inputs"] = conditioning.save_inputs(job_dir, fed)
     timings["prepare"] = _since(t)
 
     t = time.perf_counter()
     generators = [torch.Generator("cpu").manual_seed(seed) for seed in plan.seeds]
-    images = pipe(**plan.call, generator=generators).images
+    images = pipe(**plan.call, **images_in, generator=generators).images
     timings["generate"] = _since(t)
 
     t = time.perf_counter()
     record["images"] = _save_images(job_dir, images, plan.seeds)
+    if fed:
+        record["inputs"]["side_by_side"] = conditioning.save_side_by_side(job_dir, fed, images)
     timings["save"] = _since(t)
 
 

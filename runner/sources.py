@@ -92,8 +92,17 @@ def _local_or_twin(key: str, ref: str, twins: Mapping[str, str]) -> Optional[Sou
     return None
 
 
+def variant_for(source: Source, variant: Optional[str]) -> Optional[str]:
+    """Tiny-zoo twins have no fp16 (or other variant) files: their variant is always None."""
+    return None if source.origin == "zoo" else variant
+
+
+def offline() -> bool:
+    return constants.is_offline_mode()
+
+
 def _require_online(key: str, ref: str, name: Optional[str] = None) -> None:
-    if not constants.is_offline_mode():
+    if not offline():
         return
     what = f"{ref} ({name})" if name else ref
     files = f" --include {name}" if name else ""
