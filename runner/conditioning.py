@@ -215,7 +215,7 @@ def save_inputs(job_dir: Path, images: Mapping[str, Any]) -> Dict[str, str]:
 
 
 def save_side_by_side(job_dir: Path, inputs: Mapping[str, Any], outputs) -> str:
-    """Inputs then outputs in one row, like the card's make_image_grid."""
+    """The images fed to the pipeline, then its outputs, in one row, like the card's make_image_grid."""
     from diffusers.utils import make_image_grid
 
     from runner.records import save_png

@@ -114,8 +114,8 @@ def _execute(plan: JobPlan, job_dir: Path, record: Dict[str, Any]) -> None:
 
     t = time.perf_counter()
     record["images"] = _save_images(job_dir, images, plan.seeds)
-    if fed:
-        record["inputs"]["side_by_side"] = conditioning.save_side_by_side(job_dir, fed, images)
+    if images_in:
+        record["inputs"]["side_by_side"] = conditioning.save_side_by_side(job_dir, images_in, images)
     timings["save"] = _since(t)
 
 
