@@ -1,8 +1,8 @@
 """Hydra callbacks: check a run before its folder exists, and report progress people expect.
 
-Sweep-level lines (job i/N, what it runs, elapsed, ETA) and a closing line naming the output
-folder. The closing line counts job statuses from the run.json files on disk, so it tells the
-truth whatever the launcher did.
+Sweep-level lines (job i/N, what it runs, elapsed, ETA), then, at the end of a multirun, the
+summary, contact sheets and gallery, and a closing line naming the output folder. All of it is
+built from the job folders on disk, so it tells the truth whatever the launcher did.
 """
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 from runner import records
 from runner.errors import UserError
 from runner.plan import plan_job
+from runner.report import build_report
 
 log = logging.getLogger("lcm-run")
 
@@ -76,6 +77,13 @@ class RunnerCallbacks(Callback):
             statuses[status] = statuses.get(status, 0) + 1
         counts = ", ".join(f"{n} {status}" for status, n in sorted(statuses.items())) or "no jobs recorded"
         log.info("sweep done in %s: %s", _clock(time.perf_counter() - self.started), counts)
+        try:
+            report = build_report(sweep_dir)
+        except UserError as error:  # e.g. every job was rejected: say so, keep the sweep's result
+            log.warning("no contact sheet or gallery: %s", error)
+        else:
+            sheets = ", ".join(path.name for path in report["contact_sheets"])
+            log.info("contact sheets: %s; gallery: %s", sheets, report["gallery"].name)
         print(f"Sweep results in {sweep_dir}")
 
 

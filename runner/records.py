@@ -16,6 +16,8 @@ from typing import Any, Dict, Iterable
 from runner.errors import UserError
 
 RUN_JSON = "run.json"
+_UMASK = os.umask(0)
+os.umask(_UMASK)
 _VERSIONED = ("lcm-runner", "torch", "diffusers", "transformers", "peft", "accelerate",
               "hydra-core", "omegaconf", "huggingface-hub", "safetensors", "pillow")
 
@@ -69,6 +71,7 @@ def _atomic(path: Path, write) -> None:
             write(handle)
             handle.flush()
             os.fsync(handle.fileno())
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; results are ordinary files
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -32,6 +32,8 @@ def test_a_two_by_two_sweep_makes_four_job_folders_and_loads_the_base_once(tiny_
     out = done.stdout + done.stderr
     assert "job 1/4" in out and "job 4/4" in out and "ETA" in out
     assert f"Sweep results in {sweep}" in done.stdout
+    assert (sweep / "contact_sheet.png").is_file() and (sweep / "index.html").is_file()
+    assert len((sweep / "summary.csv").read_text().splitlines()) == 5
 
 
 @pytest.mark.slow
