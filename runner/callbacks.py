@@ -85,6 +85,10 @@ class RunnerCallbacks(Callback):
             sheets = ", ".join(path.name for path in report["contact_sheets"])
             log.info("contact sheets: %s; gallery: %s", sheets, report["gallery"].name)
         print(f"Sweep results in {sweep_dir}")
+        failed = statuses.get("failed", 0)
+        if failed:  # Hydra turns a callback's Exception into a warning: exit with SystemExit
+            raise SystemExit(f"Error: {failed} of {sum(statuses.values())} jobs failed; their run.json "
+                             f"files and {sweep_dir / 'summary.csv'} say why.")
 
 
 def _count_jobs(config: DictConfig):

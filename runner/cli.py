@@ -1,13 +1,18 @@
 """`lcm-run`: the Hydra app. Thin on purpose; the work is in runner.run.run(cfg)."""
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig
 
 import runner.config  # noqa: F401  (registers the structured schema before Hydra composes)
 from runner.run import run
+
+log = logging.getLogger("lcm-run")
 
 
 def config_dir() -> str:
@@ -18,7 +23,14 @@ def config_dir() -> str:
 
 @hydra.main(config_path=config_dir(), config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    run(cfg)
+    try:
+        run(cfg)
+    except Exception as error:
+        if HydraConfig.get().mode != RunMode.MULTIRUN:
+            raise
+        # One failed job must not stop a sweep: it is recorded in its run.json, the sweep goes on,
+        # and the end-of-sweep callback reports the failures and exits non-zero.
+        log.error("job failed (recorded in its run.json): %s", error)
 
 
 if __name__ == "__main__":

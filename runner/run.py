@@ -13,7 +13,7 @@ from typing import Any, Dict, List, Optional, Union
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from runner import conditioning, records
+from runner import cache, conditioning, records
 from runner.config import to_container
 from runner.errors import UserError
 from runner.plan import JobPlan, plan_job
@@ -40,6 +40,8 @@ def run(cfg: DictConfig, output_dir: Optional[Union[str, Path]] = None) -> Dict[
     except BaseException as error:
         record["status"] = "failed"
         record["error"] = f"{type(error).__name__}: {error}"
+        if not isinstance(error, UserError):
+            cache.clear()  # a model interrupted mid-change is not trusted: the next job reloads
         raise
     finally:
         record["timings"]["total"] = round(time.perf_counter() - started, 4)

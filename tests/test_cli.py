@@ -74,3 +74,17 @@ def test_uncached_hub_model_offline_is_named_with_the_way_out(tmp_path):
     cache.mkdir()
     done = lcm_run(cwd=tmp_path, env_extra={"HF_HUB_CACHE": str(cache)})
     assert_clean_user_error(done, tmp_path, "stabilityai/stable-diffusion-xl-base-1.0", "hf download", "zoo=tiny")
+
+
+@pytest.mark.slow
+def test_a_bad_job_fails_alone_and_the_sweep_still_reports(tiny_zoo, tmp_path):
+    sweep = tmp_path / "sweep"
+    done = lcm_run("-m", "zoo=tiny", "sampling.steps=0,1", "sampling.height=64", "sampling.width=64",
+                   f"hydra.sweep.dir={sweep}", cwd=tmp_path)
+    assert done.returncode != 0
+    assert "1 of 2 jobs failed" in done.stderr and "Traceback" not in done.stderr
+    bad, good = (json.loads(p.read_text()) for p in run_jsons(sweep))
+    assert bad["status"] == "failed" and "sampling.steps=0" in bad["error"]
+    assert good["status"] == "ok" and (sweep / "1" / good["images"][0]["file"]).is_file()
+    assert not list((sweep / "0").glob("*.png"))
+    assert (sweep / "summary.csv").is_file() and (sweep / "index.html").is_file()
