@@ -27,43 +27,37 @@ class LoadedPipeline:
     variants: Dict[str, Any] = field(default_factory=dict)  # from_pipe views, by pipeline class
 
 
-_pipelines: "OrderedDict[Hashable, LoadedPipeline]" = OrderedDict()
+class _LastUsed:
+    """Keeps the `capacity` most recently used entries; evicting one frees its memory."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self._entries: "OrderedDict[Hashable, Any]" = OrderedDict()
+
+    def get(self, key: Hashable) -> Optional[Any]:
+        entry = self._entries.get(key)
+        if entry is not None:
+            self._entries.move_to_end(key)
+        return entry
+
+    def put(self, key: Hashable, entry: Any) -> None:
+        while len(self._entries) >= self.capacity:
+            self._entries.popitem(last=False)
+            _release_memory()
+        self._entries[key] = entry
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+
+pipelines = _LastUsed(MAX_PIPELINES)
 # ControlNets and T2I-Adapters are small next to the base: keep a few.
-MAX_COMPONENTS = 4
-_components: "OrderedDict[Hashable, Any]" = OrderedDict()
-
-
-def get(key: Hashable) -> Optional[LoadedPipeline]:
-    entry = _pipelines.get(key)
-    if entry is not None:
-        _pipelines.move_to_end(key)
-    return entry
-
-
-def put(key: Hashable, entry: LoadedPipeline) -> None:
-    while len(_pipelines) >= MAX_PIPELINES:
-        _pipelines.popitem(last=False)
-        _release_memory()
-    _pipelines[key] = entry
-
-
-def get_component(key: Hashable) -> Optional[Any]:
-    model = _components.get(key)
-    if model is not None:
-        _components.move_to_end(key)
-    return model
-
-
-def put_component(key: Hashable, model: Any) -> None:
-    while len(_components) >= MAX_COMPONENTS:
-        _components.popitem(last=False)
-        _release_memory()
-    _components[key] = model
+components = _LastUsed(4)
 
 
 def clear() -> None:
-    _pipelines.clear()
-    _components.clear()
+    pipelines.clear()
+    components.clear()
     _release_memory()
 
 

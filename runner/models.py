@@ -90,7 +90,7 @@ def load_pipeline(plan: JobPlan) -> Tuple[LoadedPipeline, bool]:
     device = resolve_device(plan.device)
     dtype = resolve_dtype(plan.dtype, device)
     key = (plan.base.path, plan.variant, device, str(dtype))
-    entry = cache.get(key)
+    entry = cache.pipelines.get(key)
     if entry is not None:
         return entry, True
     folder = local_path(plan.base, plan.variant)
@@ -104,7 +104,7 @@ def load_pipeline(plan: JobPlan) -> Tuple[LoadedPipeline, bool]:
         pipe = DiffusionPipeline.from_pretrained(folder, dtype=dtype, variant=plan.variant)
     pipe.to(device)
     entry = LoadedPipeline(pipe=pipe, folder=folder, scheduler_config=pipe.scheduler.config)
-    cache.put(key, entry)
+    cache.pipelines.put(key, entry)
     return entry, False
 
 
@@ -117,7 +117,7 @@ def load_conditioning_model(plan: JobPlan) -> Tuple[Any, str, bool]:
     device = resolve_device(plan.device)
     dtype = resolve_dtype(plan.dtype, device)
     key = (cond.component, cond.model.path, cond.model_variant, device, str(dtype))
-    cached = cache.get_component(key)
+    cached = cache.components.get(key)
     if cached is not None:
         return cached[0], cached[1], True
     folder = local_path(cond.model, cond.model_variant)
@@ -125,7 +125,7 @@ def load_conditioning_model(plan: JobPlan) -> Tuple[Any, str, bool]:
     with quiet_libraries():
         model = model_class.from_pretrained(folder, dtype=dtype, variant=cond.model_variant)
     model.to(device)
-    cache.put_component(key, (model, folder))
+    cache.components.put(key, (model, folder))
     return model, folder, False
 
 

@@ -384,32 +384,15 @@ def _text_encoders() -> dict:
         "eos_token_id": vocab["<|endoftext|>"],
         "max_position_embeddings": 77,
     }
+    def config(width: int, pad_token: str, activation: str) -> CLIPTextConfig:
+        return CLIPTextConfig(**ids, pad_token_id=vocab[pad_token], hidden_size=width,
+                              intermediate_size=4 * width, num_attention_heads=4, num_hidden_layers=3,
+                              projection_dim=width, hidden_act=activation)
+
     _seeded(4)
-    text_encoder = CLIPTextModel(
-        CLIPTextConfig(
-            **ids,
-            pad_token_id=vocab["<|endoftext|>"],
-            hidden_size=TEXT_ENCODER_WIDTH,
-            intermediate_size=4 * TEXT_ENCODER_WIDTH,
-            num_attention_heads=4,
-            num_hidden_layers=3,
-            projection_dim=TEXT_ENCODER_WIDTH,
-            hidden_act="quick_gelu",  # as in OpenAI CLIP ViT-L
-        )
-    )
+    text_encoder = CLIPTextModel(config(TEXT_ENCODER_WIDTH, "<|endoftext|>", "quick_gelu"))  # as OpenAI CLIP ViT-L
     _seeded(5)
-    text_encoder_2 = CLIPTextModelWithProjection(
-        CLIPTextConfig(
-            **ids,
-            pad_token_id=vocab["!"],
-            hidden_size=TEXT_ENCODER_2_WIDTH,
-            intermediate_size=4 * TEXT_ENCODER_2_WIDTH,
-            num_attention_heads=4,
-            num_hidden_layers=3,
-            projection_dim=TEXT_ENCODER_2_WIDTH,
-            hidden_act="gelu",  # as in OpenCLIP bigG
-        )
-    )
+    text_encoder_2 = CLIPTextModelWithProjection(config(TEXT_ENCODER_2_WIDTH, "!", "gelu"))  # as OpenCLIP bigG
     return {
         "text_encoder": text_encoder,
         "text_encoder_2": text_encoder_2,
