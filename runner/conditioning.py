@@ -40,27 +40,29 @@ class _ConditioningModel:
 
 
 @dataclass
-class _ControlNetCanny:
-    kind: str = "controlnet_canny"
+class _Canny:
+    """What both canny kinds take: a source image, a conditioning model and its scale."""
+
+    kind: str = MISSING
     image: str = MISSING
     model: _ConditioningModel = field(default_factory=_ConditioningModel)
     conditioning_scale: float = 1.0
-    control_guidance_start: float = 0.0
-    control_guidance_end: float = 1.0
     low_threshold: int = 100
     high_threshold: int = 200
 
 
 @dataclass
-class _T2IAdapterCanny:
+class _ControlNetCanny(_Canny):
+    kind: str = "controlnet_canny"
+    control_guidance_start: float = 0.0
+    control_guidance_end: float = 1.0
+
+
+@dataclass
+class _T2IAdapterCanny(_Canny):
     kind: str = "t2i_adapter_canny"
-    image: str = MISSING
-    model: _ConditioningModel = field(default_factory=_ConditioningModel)
-    conditioning_scale: float = 1.0
     conditioning_factor: float = 1.0
     detect_resolution: Optional[int] = None  # None: detect at the output size
-    low_threshold: int = 100
-    high_threshold: int = 200
 
 
 SCHEMAS = {
