@@ -13,7 +13,7 @@ from typing import Any, Dict, List, Optional, Union
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from runner import cache, conditioning, records
+from runner import cache, conditioning, metadata, records
 from runner.config import to_container
 from runner.errors import UserError
 from runner.plan import JobPlan, plan_job
@@ -115,18 +115,18 @@ def _execute(plan: JobPlan, job_dir: Path, record: Dict[str, Any]) -> None:
     timings["generate"] = _since(t)
 
     t = time.perf_counter()
-    record["images"] = _save_images(job_dir, images, plan.seeds)
+    record["images"] = _save_images(job_dir, images, record, plan.seeds)
     if images_in:
         record["inputs"]["side_by_side"] = conditioning.save_side_by_side(job_dir, images_in, images)
     timings["save"] = _since(t)
 
 
-def _save_images(job_dir: Path, images: List[Any], seeds) -> List[Dict[str, Any]]:
+def _save_images(job_dir: Path, images: List[Any], record: Dict[str, Any], seeds) -> List[Dict[str, Any]]:
     saved = []
     for index, (image, seed) in enumerate(zip(images, seeds)):
-        name = records.image_name(index, seed)
-        records.save_png(job_dir / name, image)
-        saved.append({"file": name, "seed": seed, "index": index})
+        entry = {"file": records.image_name(index, seed), "seed": seed, "index": index}
+        records.save_png(job_dir / entry["file"], image, metadata.png_info(record, entry))
+        saved.append(entry)
     return saved
 
 
