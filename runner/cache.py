@@ -50,9 +50,10 @@ class _LastUsed:
         self._entries.clear()
 
 
-pipelines = _LastUsed(MAX_PIPELINES)
 # ControlNets and T2I-Adapters are small next to the base: keep a few.
-components = _LastUsed(4)
+MAX_COMPONENTS = 4
+pipelines = _LastUsed(MAX_PIPELINES)
+components = _LastUsed(MAX_COMPONENTS)
 
 
 def clear() -> None:

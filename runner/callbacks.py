@@ -12,12 +12,11 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
-from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from runner import records
+from runner import records, sweep_plan
+from runner.config import job_identity
 from runner.errors import UserError
 from runner.plan import plan_job
 from runner.report import build_report
@@ -36,23 +35,34 @@ class RunnerCallbacks(Callback):
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         # Hydra creates the run folder right after this: refuse bad input before it exists.
         # Hydra turns a callback's Exception into a warning, so leave with SystemExit instead.
+        if config.plan:
+            report = sweep_plan.check_single(config)
+            print(report)
+            raise SystemExit(1 if "would fail" in report else 0)
         try:
             plan_job(config)
-            records.ensure_fresh(Path(str(config.hydra.run.dir)))
+            records.previous_job(Path(str(config.hydra.run.dir)), job_identity(config))
         except UserError as error:
             raise SystemExit(f"Error: {error}") from None
 
     def on_run_end(self, config: DictConfig, **kwargs: Any) -> None:
         folder = Path(str(config.hydra.run.dir)).resolve()
         record = _read_record(folder)
-        if record is not None and record.get("status") == "ok":
+        if record is not None and record.get("status") in ("ok", "skipped"):
             log.info("done: %d image(s) in %s", len(record["images"]), _clock(time.perf_counter() - self.started))
             print(f"Images and run.json in {folder}")
 
     # -- multirun ---------------------------------------------------------------------------
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         self.started = time.perf_counter()
-        self.total, self.swept = _count_jobs(config)
+        jobs, self.swept = sweep_plan.expand(config)
+        self.total = None if jobs is None else len(jobs)
+        if config.plan:  # a dry run: compose and plan every job, say what would happen, stop
+            if jobs is None:
+                raise SystemExit("Error: plan=true needs Hydra's basic sweeper (the default).")
+            planned = sweep_plan.plan_jobs(config, jobs)
+            print(sweep_plan.describe(planned, Path(str(config.hydra.sweep.dir)).resolve()))
+            raise SystemExit(1 if any(job.error for job in planned) else 0)
 
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
         if str(config.hydra.mode) != "RunMode.MULTIRUN":
@@ -89,19 +99,6 @@ class RunnerCallbacks(Callback):
         if failed:  # Hydra turns a callback's Exception into a warning: exit with SystemExit
             raise SystemExit(f"Error: {failed} of {sum(statuses.values())} jobs failed; their run.json "
                              f"files and {sweep_dir / 'summary.csv'} say why.")
-
-
-def _count_jobs(config: DictConfig):
-    """Jobs in the sweep and the swept keys, expanded as Hydra's basic sweeper will expand them."""
-    if not str(config.hydra.sweeper.get("_target_", "")).endswith("BasicSweeper"):
-        return None, []
-    params = config.hydra.sweeper.get("params") or {}
-    arguments = [f"{k}={v}" for k, v in params.items()] + list(config.hydra.overrides.task)
-    overrides = OverridesParser.create().parse_overrides(arguments)
-    batches = BasicSweeper.split_arguments(overrides, None)
-    jobs = [job for batch in batches for job in batch]
-    swept = [o.get_key_element().lstrip("+~") for o in overrides if o.is_sweep_override()]
-    return len(jobs), swept
 
 
 def _read_record(folder: Path) -> Optional[Dict[str, Any]]:

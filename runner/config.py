@@ -4,6 +4,8 @@ Torch-free by design: composing, validating and planning a sweep must stay insta
 """
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass, field
 from typing import Any, Dict, Iterator, Optional
 
@@ -70,6 +72,7 @@ class RunConfig:
     device: DeviceConfig = field(default_factory=DeviceConfig)
     zoo: ZooConfig = field(default_factory=ZooConfig)
     paths: PathsConfig = field(default_factory=PathsConfig)
+    plan: bool = False  # a dry run: say what would run and load, load and write nothing
 
 
 ConfigStore.instance().store(name="run_schema", node=RunConfig)
@@ -114,9 +117,9 @@ def _problems(cfg: DictConfig) -> Iterator[str]:
     for key in ("height", "width"):
         value = s[key]
         if value < 8 or value % 8:
-            lower, upper = max(8, value // 8 * 8), (value // 8 + 1) * 8
+            nearest = sorted({max(8, value // 8 * 8), max(8, (value // 8 + 1) * 8)})
             yield (f"sampling.{key}={value} must be a positive multiple of 8 "
-                   f"(the VAE downsamples x8; try {lower} or {upper})")
+                   f"(the VAE downsamples x8; try {' or '.join(map(str, nearest))})")
     device_type = str(cfg.device.type)
     if device_type.split(":")[0] not in DEVICE_TYPES or not _valid_device_index(device_type):
         yield f"device.type={device_type!r} is not one of {', '.join(DEVICE_TYPES)} (or cuda:N)"
@@ -142,6 +145,15 @@ def _scheduler_problems(scheduler: DictConfig) -> Iterator[str]:
                "like diffusers.LCMScheduler.from_config (choose scheduler=lcm|tcd|euler|euler_a|dpmpp_2m|ddim)")
     elif scheduler.get("_partial_") is not True:
         yield "scheduler._partial_ must be true: the scheduler is built from the model's own config"
+
+
+def job_identity(cfg: DictConfig) -> str:
+    """What makes two jobs the same job: a hash of the resolved config, where its outputs go and
+    Hydra's own settings aside. The basis of skip-what-is-done and resume."""
+    values = {key: OmegaConf.to_container(cfg[key], resolve=True) if OmegaConf.is_config(cfg[key]) else cfg[key]
+              for key in cfg if key not in ("hydra", "paths")}
+    text = json.dumps(values, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
 
 def to_container(cfg: DictConfig) -> Dict[str, Any]:

@@ -113,7 +113,7 @@ def _item(params: List[Param], row: Row) -> str:
         shown = f'<a href="{_url(row.file)}"><img class="thumb" src="{_url(row.file)}" alt="{alt}"></a>'
     else:
         shown = f"<pre>{escape(row.status)}: {escape(_why_no_image(row))}</pre>"
-    problem = " problem" if row.status != "ok" else ""
+    problem = " problem" if row.status not in ("ok", "skipped") else ""
     listed = "".join(f"<li>{setting}</li>" for setting in settings)
     return f'<figure class="item{problem}"{data}>{shown}<figcaption><ul>{listed}</ul>{facts}</figcaption></figure>'
 

@@ -54,7 +54,7 @@ def parameters_text(record: Dict[str, Any], image: Dict[str, Any]) -> str:
 
 def record_text(record: Dict[str, Any], image: Dict[str, Any]) -> str:
     """The JSON chunk: the resolved config, overrides and versions, and which image this is."""
-    return json.dumps({"config": record["config"], "overrides": record.get("overrides", []),
+    return json.dumps({"id": record.get("id"), "config": record["config"], "overrides": record.get("overrides", []),
                        "image": image, "versions": record.get("versions", {})}, ensure_ascii=False)
 
 

@@ -8,10 +8,11 @@ from __future__ import annotations
 import json
 import os
 import platform
+import shutil
 import tempfile
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Dict, Iterable
+from typing import Any, Dict, Iterable, Optional
 
 from runner.errors import UserError
 
@@ -26,14 +27,65 @@ def image_name(index: int, seed: int) -> str:
     return f"image_{index:02d}_seed{seed}.png"
 
 
-def ensure_fresh(job_dir: Path) -> None:
-    """Refuse to run into a folder that already holds a job's results."""
-    if (job_dir / RUN_JSON).exists() or any(job_dir.glob("image_*.png")):
+def previous_job(job_dir: Path, identity: str) -> str:
+    """What a job folder already holds for the job `identity`: "none", "complete" (skip it) or
+    "partial" (ours but unfinished or failed: redo it). Another job's results are never touched."""
+    record = _read_record(job_dir)
+    outputs = _job_outputs(job_dir)
+    if record is None and not outputs:
+        return "none"
+    found = record.get("id") if record else _identity_in_png(outputs)
+    if found not in (identity, None) or (found is None and record is None):
         raise UserError(
-            f"{job_dir} already holds the results of a run (run.json or images). They are kept: "
-            "choose another folder with hydra.run.dir=... (or hydra.sweep.dir=... for a sweep), "
-            "or move the old results away first."
+            f"{job_dir} already holds the results of another job (job id {found or 'unknown'}, this one "
+            f"is {identity}). They are kept: choose another folder with hydra.run.dir=... (or "
+            "hydra.sweep.dir=... for a sweep), or move the old results away first."
         )
+    complete = record is not None and record.get("status") in ("ok", "skipped") and all(
+        (job_dir / image["file"]).is_file() for image in record.get("images", []))
+    return "complete" if complete else "partial"
+
+
+def clear_partial(job_dir: Path) -> None:
+    """Remove what an unfinished attempt of this same job left (images, inputs, run.json)."""
+    for path in previous_job_outputs(job_dir):
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
+
+
+def previous_job_outputs(job_dir: Path) -> list:
+    """Everything a job writes in its folder that is there now (run.json included)."""
+    return _job_outputs(job_dir) + ([job_dir / RUN_JSON] if (job_dir / RUN_JSON).exists() else [])
+
+
+def _job_outputs(job_dir: Path) -> list:
+    return sorted(job_dir.glob("image_*.png")) + sorted(job_dir.glob(".*.tmp")) + (
+        [job_dir / "inputs"] if (job_dir / "inputs").exists() else [])
+
+
+def _read_record(job_dir: Path) -> Optional[Dict[str, Any]]:
+    try:
+        return read_json(job_dir / RUN_JSON)
+    except FileNotFoundError:
+        return None
+    except ValueError:
+        return {}  # unreadable: an interrupted write of ours; the temp-then-rename makes it rare
+
+
+def _identity_in_png(paths) -> Optional[str]:
+    """The job id recorded in the first of our PNGs that has one."""
+    from PIL import Image
+
+    for path in paths:
+        if path.suffix == ".png":
+            try:
+                with Image.open(path) as image:
+                    return json.loads(image.text.get("lcm-runner", "{}")).get("id")
+            except (OSError, ValueError):
+                continue
+    return None
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:

@@ -11,10 +11,11 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Union
 
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from runner import cache, conditioning, metadata, records
-from runner.config import to_container
+from runner.config import job_identity, to_container
 from runner.errors import UserError
 from runner.plan import JobPlan, plan_job
 
@@ -27,13 +28,20 @@ def run(cfg: DictConfig, output_dir: Optional[Union[str, Path]] = None) -> Dict[
     job_dir = Path(output_dir if output_dir is not None else cfg.paths.output_dir).resolve()
     try:  # every user error surfaces here, before anything loads or is written
         plan = plan_job(cfg)
-        records.ensure_fresh(job_dir)
+        identity = job_identity(cfg)
+        previous = records.previous_job(job_dir, identity)
     except UserError as error:
         _record_rejected_sweep_job(job_dir, error)
         raise
+    if previous == "complete":
+        return _skip(job_dir)
+    if previous == "partial":
+        log.info("redoing an unfinished attempt of this job in %s", job_dir)
+        records.clear_partial(job_dir)
     cfg = copy.deepcopy(cfg)
     cfg.paths.output_dir = str(job_dir)
     record = _new_record(cfg, plan)
+    record["id"] = identity
     try:
         _execute(plan, job_dir, record)
         record["status"] = "ok"
@@ -49,9 +57,20 @@ def run(cfg: DictConfig, output_dir: Optional[Union[str, Path]] = None) -> Dict[
     return record
 
 
+def _skip(job_dir: Path) -> Dict[str, Any]:
+    """The same job already finished here: nothing loads, its results stay, marked skipped."""
+    record = records.read_json(job_dir / records.RUN_JSON)
+    if record["status"] != "skipped":
+        record["status"] = "skipped"
+        records.write_json(job_dir / records.RUN_JSON, record)
+    log.info("skipped: this job's results are already complete in %s", job_dir)
+    return record
+
+
 def _record_rejected_sweep_job(job_dir: Path, error: UserError) -> None:
     """A sweep job's folder exists before the job runs (Hydra makes it): say why it is empty."""
-    if job_dir.is_dir() and not (job_dir / records.RUN_JSON).exists():
+    in_sweep = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+    if in_sweep and job_dir.is_dir() and records.previous_job_outputs(job_dir) == []:
         records.write_json(job_dir / records.RUN_JSON, {
             "status": "failed", "overrides": _overrides(), "error": f"{type(error).__name__}: {error}"})
 
@@ -59,6 +78,7 @@ def _record_rejected_sweep_job(job_dir: Path, error: UserError) -> None:
 def _new_record(cfg: DictConfig, plan: JobPlan) -> Dict[str, Any]:
     return {
         "status": "running",
+        "id": None,
         "config": to_container(cfg),
         "overrides": _overrides(),
         "pipeline": None,

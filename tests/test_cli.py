@@ -88,3 +88,22 @@ def test_a_bad_job_fails_alone_and_the_sweep_still_reports(tiny_zoo, tmp_path):
     assert good["status"] == "ok" and (sweep / "1" / good["images"][0]["file"]).is_file()
     assert not list((sweep / "0").glob("*.png"))
     assert (sweep / "summary.csv").is_file() and (sweep / "index.html").is_file()
+
+
+def test_plan_true_says_what_a_sweep_would_do_and_does_nothing(tmp_path):
+    zoo = tmp_path / "not-built"  # nothing may load: the tiny zoo is never even built
+    done = lcm_run("-m", "zoo=tiny", "sampling.steps=1,2", "sampling.seed=0,1", "sampling.num_images=2",
+                   "plan=true", cwd=tmp_path, env_extra={"LCM_RUNNER_ZOO": str(zoo)})
+    assert done.returncode == 0, done.stderr
+    assert "Plan: 4 jobs, 8 images, 12 denoising steps, into" in done.stdout
+    assert f"base stabilityai/stable-diffusion-xl-base-1.0 ({zoo / 'sdxl-base'}): loaded 1x" in done.stdout
+    assert "LoRA lcm" in done.stdout and "loaded 1x" in done.stdout
+    assert not zoo.exists() and not (tmp_path / "outputs").exists()
+
+
+def test_plan_true_lists_every_bad_job_at_once(tmp_path):
+    done = lcm_run("-m", "zoo=tiny", "sampling.steps=0,1,2", "sampling.height=64,60", "plan=true", cwd=tmp_path)
+    assert done.returncode == 1
+    assert "4 jobs would fail:" in done.stdout
+    assert done.stdout.count("sampling.height=60 must be a positive multiple of 8") == 3
+    assert not (tmp_path / "outputs").exists()
