@@ -15,7 +15,7 @@ from typing import Any, Dict, List, Optional
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from runner import records, sweep_plan
+from runner import file_checks, records, sweep_plan
 from runner.config import job_identity
 from runner.errors import UserError
 from runner.plan import plan_job
@@ -41,7 +41,9 @@ class RunnerCallbacks(Callback):
             raise SystemExit(1 if "would fail" in report else 0)
         try:
             plan_job(config)
-            records.previous_job(Path(str(config.hydra.run.dir)), job_identity(config))
+            run_dir = Path(str(config.hydra.run.dir))
+            file_checks.check_writable("hydra.run.dir", run_dir)
+            records.previous_job(run_dir, job_identity(config))
         except UserError as error:
             raise SystemExit(f"Error: {error}") from None
 
@@ -57,12 +59,29 @@ class RunnerCallbacks(Callback):
         self.started = time.perf_counter()
         jobs, self.swept = sweep_plan.expand(config)
         self.total = None if jobs is None else len(jobs)
-        if config.plan:  # a dry run: compose and plan every job, say what would happen, stop
-            if jobs is None:
+        sweep_dir = Path(str(config.hydra.sweep.dir)).resolve()
+        if jobs is None:  # another sweeper: each job is still checked when it starts
+            if config.plan:
                 raise SystemExit("Error: plan=true needs Hydra's basic sweeper (the default).")
-            planned = sweep_plan.plan_jobs(config, jobs)
-            print(sweep_plan.describe(planned, Path(str(config.hydra.sweep.dir)).resolve()))
+            return
+        # Every job is composed and checked before any runs or loads: a typo in job 401 must not
+        # surface after 400 jobs of work.
+        planned = sweep_plan.plan_jobs(config, jobs)
+        if config.plan:  # a dry run: say what would happen, stop
+            print(sweep_plan.describe(planned, sweep_dir))
             raise SystemExit(1 if any(job.error for job in planned) else 0)
+        try:
+            file_checks.check_writable("hydra.sweep.dir", sweep_dir)
+        except UserError as error:
+            raise SystemExit(f"Error: {error}") from None
+        bad = [job for job in planned if job.error]
+        if bad and config.on_invalid != "skip":
+            listing = "\n".join(f"  job {job.number} ({' '.join(job.overrides)}): {job.error}" for job in bad)
+            raise SystemExit(f"Error: {len(bad)} of {len(planned)} jobs are invalid, so none ran:\n{listing}\n"
+                             "Fix them, or run the valid ones alone with on_invalid=skip.")
+        if bad:
+            log.warning("%d invalid job(s) will be recorded as failed without running: %s", len(bad),
+                        ", ".join(str(job.number) for job in bad))
 
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
         if str(config.hydra.mode) != "RunMode.MULTIRUN":

@@ -13,7 +13,7 @@ from typing import Any, Dict, Iterator, Mapping, Optional, Tuple
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from runner import sources, zoo
+from runner import file_checks, sources, zoo
 from runner.errors import UserError
 from runner.sources import Source
 
@@ -94,7 +94,7 @@ class ConditioningPlan:
     detect_resolution: Optional[int] = None
 
 
-def plan_conditioning(node: DictConfig, twins: Mapping[str, str]) -> ConditioningPlan:
+def plan_conditioning(node: DictConfig, twins: Mapping[str, str], allow_pickle: bool = False) -> ConditioningPlan:
     kind = node.get("kind")
     if kind not in SCHEMAS:
         raise UserError(f"conditioning.kind={kind!r} is not one of {', '.join(SCHEMAS)}; "
@@ -111,6 +111,8 @@ def plan_conditioning(node: DictConfig, twins: Mapping[str, str]) -> Conditionin
     if kind == "inpaint":
         return ConditioningPlan(kind, PIPELINES[kind], images=images, call=(("strength", cond.strength),))
     model = sources.resolve_folder("conditioning.model.source", cond.model.source, twins)
+    if model.origin == "local":
+        file_checks.check_model_folder("conditioning.model.source", Path(model.path), allow_pickle, pipeline=False)
     if kind == "controlnet_canny":
         call = (("controlnet_conditioning_scale", cond.conditioning_scale),
                 ("control_guidance_start", cond.control_guidance_start),
@@ -170,6 +172,7 @@ def resolve_image(key: str, ref: str, twins: Mapping[str, str]) -> str:
     if not path.is_file():
         raise UserError(f"{key}={ref!r} does not exist or is not a file. Pass the path of an image "
                         f"(PNG, JPEG...) or a URL, e.g. {key}=/path/to/image.png.")
+    file_checks.check_image_file(key, path)
     return str(path.resolve())
 
 

@@ -73,6 +73,8 @@ class RunConfig:
     zoo: ZooConfig = field(default_factory=ZooConfig)
     paths: PathsConfig = field(default_factory=PathsConfig)
     plan: bool = False  # a dry run: say what would run and load, load and write nothing
+    on_invalid: str = "fail"  # a sweep with invalid jobs: "fail" before running any, or "skip" them
+    allow_pickle: bool = False  # load pickle weights (.bin/.ckpt), which can run code: trusted files only
 
 
 ConfigStore.instance().store(name="run_schema", node=RunConfig)
@@ -85,6 +87,7 @@ def _zoo_size(pixels: int, *, _root_: DictConfig) -> int:
 
 OmegaConf.register_new_resolver("zoo_size", _zoo_size, replace=True)
 
+LIMITS = {"steps": 1000, "num_images": 256, "height": 8192, "width": 8192}
 DEVICE_TYPES = ("auto", "cpu", "cuda", "mps")
 DTYPES = ("auto", "float32", "float16", "bfloat16")
 # Only diffusers schedulers may be instantiated: a config (or a PNG's metadata) never names code.
@@ -104,6 +107,9 @@ def validate(cfg: DictConfig) -> None:
 
 def _problems(cfg: DictConfig) -> Iterator[str]:
     s = cfg.sampling
+    for key, most in LIMITS.items():  # beyond these a job is a typo or a hostile config, not an experiment
+        if s[key] > most:
+            yield f"sampling.{key}={s[key]} is more than {most}"
     if not str(s.prompt).strip():
         yield "sampling.prompt is empty; give the text to draw"
     if s.steps < 1:
@@ -125,6 +131,8 @@ def _problems(cfg: DictConfig) -> Iterator[str]:
         yield f"device.type={device_type!r} is not one of {', '.join(DEVICE_TYPES)} (or cuda:N)"
     if cfg.device.dtype not in DTYPES:
         yield f"device.dtype={cfg.device.dtype!r} is not one of {', '.join(DTYPES)}"
+    if cfg.on_invalid not in ("fail", "skip"):
+        yield f"on_invalid={cfg.on_invalid!r} is not one of fail, skip"
     yield from _scheduler_problems(cfg.scheduler)
     for name, entry in cfg.lora.items():
         if not str(entry.source).strip():

@@ -53,9 +53,10 @@ def parameters_text(record: Dict[str, Any], image: Dict[str, Any]) -> str:
 
 
 def record_text(record: Dict[str, Any], image: Dict[str, Any]) -> str:
-    """The JSON chunk: the resolved config, overrides and versions, and which image this is."""
+    """The JSON chunk: the resolved config, overrides, device and versions, and which image this is."""
     return json.dumps({"id": record.get("id"), "config": record["config"], "overrides": record.get("overrides", []),
-                       "image": image, "versions": record.get("versions", {})}, ensure_ascii=False)
+                       "image": image, "device": record.get("device"), "versions": record.get("versions", {})},
+                      ensure_ascii=False)
 
 
 def png_info(record: Dict[str, Any], image: Dict[str, Any]):

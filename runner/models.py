@@ -94,18 +94,18 @@ def load_pipeline(plan: JobPlan) -> Tuple[LoadedPipeline, bool]:
     if entry is not None:
         return entry, True
     folder = local_path(plan.base, plan.variant)
-    if not (Path(folder) / "model_index.json").is_file():
-        raise UserError(
-            f"model.source={plan.base.ref!r} resolves to {folder}, which is not a diffusers pipeline "
-            "folder (no model_index.json). Point model.source at a folder saved with "
-            "save_pretrained, or at a hub id."
-        )
     with quiet_libraries():
-        pipe = DiffusionPipeline.from_pretrained(folder, dtype=dtype, variant=plan.variant)
+        pipe = DiffusionPipeline.from_pretrained(folder, dtype=dtype, variant=plan.variant,
+                                                 use_safetensors=_safetensors_only(plan))
     pipe.to(device)
     entry = LoadedPipeline(pipe=pipe, folder=folder, scheduler_config=pipe.scheduler.config)
     cache.pipelines.put(key, entry)
     return entry, False
+
+
+def _safetensors_only(plan: JobPlan):
+    """Refuse pickle weights, which can run code when loaded, unless the user allowed them."""
+    return None if plan.allow_pickle else True
 
 
 _COMPONENT_CLASSES = {"controlnet": "ControlNetModel", "adapter": "T2IAdapter"}
@@ -123,7 +123,8 @@ def load_conditioning_model(plan: JobPlan) -> Tuple[Any, str, bool]:
     folder = local_path(cond.model, cond.model_variant)
     model_class = getattr(diffusers, _COMPONENT_CLASSES[cond.component])
     with quiet_libraries():
-        model = model_class.from_pretrained(folder, dtype=dtype, variant=cond.model_variant)
+        model = model_class.from_pretrained(folder, dtype=dtype, variant=cond.model_variant,
+                                            use_safetensors=_safetensors_only(plan))
     model.to(device)
     cache.components.put(key, (model, folder))
     return model, folder, False

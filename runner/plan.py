@@ -9,7 +9,9 @@ from typing import Any, Dict, Optional, Tuple
 
 from omegaconf import DictConfig, OmegaConf
 
-from runner import sources
+from pathlib import Path
+
+from runner import file_checks, sources
 from runner.conditioning import ConditioningPlan, plan_conditioning
 from runner.config import validate
 from runner.sources import Source
@@ -31,6 +33,7 @@ class JobPlan:
     scheduler: Dict[str, Any]  # `_target_`, `_partial_` and keyword overrides
     adapters: Tuple[AdapterPlan, ...]
     fuse_lora: bool
+    allow_pickle: bool
     conditioning: ConditioningPlan
     call: Dict[str, Any]  # pipeline keywords by diffusers' names, without images or generators
     seeds: Tuple[int, ...]
@@ -48,15 +51,10 @@ def plan_job(cfg: DictConfig) -> JobPlan:
     validate(cfg)
     twins = dict(cfg.zoo.twins) if cfg.zoo.name == "tiny" else {}
     base = sources.resolve_folder("model.source", cfg.model.source, twins)
-    adapters = tuple(
-        AdapterPlan(
-            name=name,
-            source=sources.resolve_file(f"lora.{name}.source", entry.source, entry.weight_name, twins),
-            weight=float(entry.weight),
-        )
-        for name, entry in cfg.lora.items()
-    )
-    conditioning = plan_conditioning(cfg.conditioning, twins)
+    if base.origin == "local":
+        file_checks.check_model_folder("model.source", Path(base.path), cfg.allow_pickle, pipeline=True)
+    adapters = tuple(_plan_adapter(name, entry, twins, cfg.allow_pickle) for name, entry in cfg.lora.items())
+    conditioning = plan_conditioning(cfg.conditioning, twins, cfg.allow_pickle)
     s = cfg.sampling
     call: Dict[str, Any] = {"prompt": s.prompt}
     if s.negative_prompt is not None:
@@ -79,7 +77,16 @@ def plan_job(cfg: DictConfig) -> JobPlan:
         scheduler=OmegaConf.to_container(cfg.scheduler, resolve=True),
         adapters=adapters,
         fuse_lora=bool(cfg.fuse_lora) and bool(adapters),
+        allow_pickle=bool(cfg.allow_pickle),
         conditioning=conditioning,
         call=call,
         seeds=tuple(s.seed + i for i in range(s.num_images)),
     )
+
+
+def _plan_adapter(name: str, entry: DictConfig, twins, allow_pickle: bool) -> AdapterPlan:
+    key = f"lora.{name}.source"
+    source = sources.resolve_file(key, entry.source, entry.weight_name, twins)
+    if source.origin == "local":
+        file_checks.check_lora_file(key, Path(source.file), allow_pickle)
+    return AdapterPlan(name=name, source=source, weight=float(entry.weight))

@@ -22,8 +22,10 @@ from runner.plan import JobPlan, plan_job
 log = logging.getLogger("lcm-run")
 
 
-def run(cfg: DictConfig, output_dir: Optional[Union[str, Path]] = None) -> Dict[str, Any]:
-    """Run one job into `output_dir` (default: the Hydra job folder) and return its run.json record."""
+def run(cfg: DictConfig, output_dir: Optional[Union[str, Path]] = None,
+        overrides: Optional[List[str]] = None) -> Dict[str, Any]:
+    """Run one job into `output_dir` (default: the Hydra job folder) and return its run.json record.
+    `overrides` are recorded as the job's overrides (default: Hydra's, when Hydra runs the job)."""
     started = time.perf_counter()
     job_dir = Path(output_dir if output_dir is not None else cfg.paths.output_dir).resolve()
     try:  # every user error surfaces here, before anything loads or is written
@@ -31,7 +33,7 @@ def run(cfg: DictConfig, output_dir: Optional[Union[str, Path]] = None) -> Dict[
         identity = job_identity(cfg)
         previous = records.previous_job(job_dir, identity)
     except UserError as error:
-        _record_rejected_sweep_job(job_dir, error)
+        _record_rejected_sweep_job(job_dir, cfg, error)
         raise
     if previous == "complete":
         return _skip(job_dir)
@@ -40,7 +42,7 @@ def run(cfg: DictConfig, output_dir: Optional[Union[str, Path]] = None) -> Dict[
         records.clear_partial(job_dir)
     cfg = copy.deepcopy(cfg)
     cfg.paths.output_dir = str(job_dir)
-    record = _new_record(cfg, plan)
+    record = _new_record(cfg, plan, _overrides() if overrides is None else list(overrides))
     record["id"] = identity
     try:
         _execute(plan, job_dir, record)
@@ -67,20 +69,24 @@ def _skip(job_dir: Path) -> Dict[str, Any]:
     return record
 
 
-def _record_rejected_sweep_job(job_dir: Path, error: UserError) -> None:
+def _record_rejected_sweep_job(job_dir: Path, cfg: DictConfig, error: UserError) -> None:
     """A sweep job's folder exists before the job runs (Hydra makes it): say why it is empty."""
     in_sweep = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
     if in_sweep and job_dir.is_dir() and records.previous_job_outputs(job_dir) == []:
-        records.write_json(job_dir / records.RUN_JSON, {
-            "status": "failed", "overrides": _overrides(), "error": f"{type(error).__name__}: {error}"})
+        record = {"status": "failed", "overrides": _overrides(), "error": f"{type(error).__name__}: {error}"}
+        try:  # the values are what was wrong, but they still place the job in the sweep's grid
+            record["config"] = to_container(cfg)
+        except Exception:  # an unresolvable config: the overrides alone say what the job was
+            pass
+        records.write_json(job_dir / records.RUN_JSON, record)
 
 
-def _new_record(cfg: DictConfig, plan: JobPlan) -> Dict[str, Any]:
+def _new_record(cfg: DictConfig, plan: JobPlan, overrides: List[str]) -> Dict[str, Any]:
     return {
         "status": "running",
         "id": None,
         "config": to_container(cfg),
-        "overrides": _overrides(),
+        "overrides": overrides,
         "pipeline": None,
         "components": {key: source.path for key, source in plan.components.items()},
         "scheduler": None,

@@ -5,15 +5,18 @@ Torch-free: nothing loads and nothing is written.
 """
 from __future__ import annotations
 
+import copy
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Optional, Sequence, Tuple
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
+from hydra._internal.config_loader_impl import ConfigLoaderImpl, get_overrides_dirname
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from omegaconf import DictConfig
+from hydra.core.override_parser.types import Override
+from omegaconf import DictConfig, open_dict
 
 from runner import cache
 from runner.errors import UserError
@@ -40,18 +43,72 @@ def expand(config: DictConfig) -> Tuple[Optional[List[List[str]]], List[str]]:
     return jobs, swept
 
 
-def plan_jobs(config: DictConfig, jobs: Sequence[List[str]]) -> List[PlannedJob]:
-    """Compose each job as the launcher will, and plan it; a bad job carries its error."""
+def compose_jobs(config: DictConfig, jobs: Sequence[List[str]]) -> Iterator[Union[DictConfig, Exception]]:
+    """Each job's config, as Hydra composes it, but composed once per distinct set of config-group
+    choices: Hydra itself composes the defaults list first, then applies the plain value overrides
+    (`sampling.steps=4`) to the result, and so does this, from a copy (ms instead of ~0.16 s)."""
     loader = GlobalHydra.instance().config_loader()
+    parser = OverridesParser.create()
+    composed: Dict[Tuple[str, ...], Union[DictConfig, Exception]] = {}
+    for overrides in jobs:
+        try:
+            parsed = parser.parse_overrides(list(overrides))
+            is_value = [_is_value_override(loader, o) for o in parsed]
+            values = [o for o, value in zip(parsed, is_value) if value]
+            choices = tuple(o.input_line for o, value in zip(parsed, is_value) if not value)
+            if choices not in composed:
+                composed[choices] = _compose(loader, config, list(choices))
+            base = composed[choices]
+            if isinstance(base, Exception):
+                raise base
+            cfg = copy.deepcopy(base)
+            ConfigLoaderImpl._apply_overrides_to_config(values, cfg)
+            with open_dict(cfg.hydra):  # what Hydra derives from the whole override list
+                cfg.hydra.overrides.task = list(overrides)
+                naming = cfg.hydra.job.config.override_dirname
+                cfg.hydra.job.override_dirname = get_overrides_dirname(
+                    overrides=parsed, kv_sep=naming.kv_sep, item_sep=naming.item_sep,
+                    exclude_keys=naming.exclude_keys)
+            yield cfg
+        except Exception as error:  # a bad job is reported with the others, not raised
+            yield error
+
+
+def _is_value_override(loader, override: Override) -> bool:
+    """Hydra's own split (defaults_list.Overrides): not a config group, or a dict value."""
+    if override.is_sweep_override() or override.get_key_element().startswith("hydra"):
+        return False
+    return isinstance(override.value(), dict) or not loader.repository.group_exists(override.key_or_group)
+
+
+def _compose(loader, config: DictConfig, overrides: List[str]) -> Union[DictConfig, Exception]:
+    try:
+        return loader.load_sweep_config(config, overrides)
+    except Exception as error:
+        return error
+
+
+def plan_jobs(config: DictConfig, jobs: Sequence[List[str]]) -> List[PlannedJob]:
+    """Compose and plan every job; a bad job carries its error instead of stopping the others."""
     planned = []
-    for number, overrides in enumerate(jobs):
+    for number, (overrides, cfg) in enumerate(zip(jobs, compose_jobs(config, jobs))):
         job = PlannedJob(number, list(overrides))
         try:
-            job.plan = plan_job(loader.load_sweep_config(config, list(overrides)))
+            if isinstance(cfg, Exception):
+                raise cfg
+            job.plan = plan_job(cfg)
         except Exception as error:  # composition errors and UserErrors alike: reported together
-            job.error = str(error).splitlines()[0] if str(error) else type(error).__name__
+            job.error = _first_paragraph(error)
         planned.append(job)
     return planned
+
+
+def _first_paragraph(error: Exception) -> str:
+    text = str(error).strip()
+    cause = error.__cause__
+    if cause is not None and str(cause).strip():  # Hydra's errors say where; their cause says what
+        text = f"{text} ({str(cause).strip().splitlines()[0]})"
+    return text.splitlines()[0] if text else type(error).__name__
 
 
 def describe(planned: Sequence[PlannedJob], sweep_dir: Path) -> str:

@@ -107,8 +107,8 @@ def test_missing_local_paths_are_named(tmp_path):
 def test_lora_folder_without_its_weight_file_is_named(tmp_path):
     (tmp_path / "style").mkdir()
     with pytest.raises(UserError) as error:
-        plan_job(make_config(f"lora.lcm.source={tmp_path / 'style'}", "lora.lcm.weight_name=style.safetensors",
-                             "model.source=" + str(tmp_path)))
+        plan_job(make_config("zoo=tiny", f"lora.lcm.source={tmp_path / 'style'}",
+                             "lora.lcm.weight_name=style.safetensors"))
     assert "lora.lcm.source" in str(error.value) and "style.safetensors" in str(error.value)
 
 

@@ -1,0 +1,483 @@
+"""`python -m runner.bench`: how far an `lcm-run -m` sweep is from the compute floor.
+
+Every scenario does the same jobs three ways, in one process, after one shared warm-up:
+
+  (a) floor    the model card's diffusers code by hand: load once, loop over the jobs, save PNGs;
+  (b) lcm-run  the same sweep as `lcm-run -m ...`, in-process (runner cache cleared: one load);
+  (c) naive    a plain Hydra app whose task reloads the pipeline for every job.
+
+It also times Hydra's own per-job cost: a multirun of a task that does nothing. Results go to
+bench.json and bench.md (default bench-results/); the table is printed.
+"""
+from __future__ import annotations
+
+import argparse
+import functools
+import itertools
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, fields, replace
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+import cv2
+import hydra
+import numpy as np
+import torch
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+from PIL import Image
+
+import runner.models  # noqa: F401  (imports diffusers with transformers' import-time warnings hushed)
+import diffusers  # noqa: E402
+import transformers  # noqa: E402
+from diffusers import (  # noqa: E402
+    ControlNetModel,
+    DiffusionPipeline,
+    LCMScheduler,
+    StableDiffusionXLControlNetPipeline,
+)
+from diffusers.utils import load_image  # noqa: E402
+
+from runner import cache, cli, records, zoo  # noqa: E402
+from runner.report import build_report  # noqa: E402
+
+F32 = torch.float32
+METHODS = ("floor", "lcm_run", "naive")
+RUN_PHASES = ("load", "prepare", "generate", "save")  # the timings each run.json records
+# The plain Hydra apps (naive, empty task) run the project's config without lcm-run's callbacks.
+WITHOUT_RUNNER_CALLBACKS = "~hydra.callbacks.lcm_runner"
+FLOOR_SAVES = "PNG via image.save (no metadata, no fsync)"
+
+Job = Dict[str, Any]  # config key -> value, e.g. {"sampling.seed": 3}
+
+
+# -- what to run ------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Settings:
+    size: int = 384
+    seeds: int = 8
+    steps: Tuple[int, ...] = (2, 4, 8)
+    guidance: Tuple[float, ...] = (0.0, 1.5)
+    lora_weights: Tuple[float, ...] = (0.0, 0.4, 0.8, 1.2)
+    control_scales: Tuple[float, ...] = (0.0, 0.5, 1.0)
+    empty_jobs: int = 20
+
+
+QUICK = Settings(size=64, seeds=2, steps=(2,), guidance=(0.0, 1.5), lora_weights=(0.0, 0.8),
+                 control_scales=(0.0, 1.0), empty_jobs=3)
+
+
+@dataclass(frozen=True)
+class Card:
+    """A model-card workflow written by hand: `load` the pipeline (and what the card computes once),
+    then `generate` one job's image with it."""
+
+    load: Callable[[Path, Job], Dict[str, Any]]
+    generate: Callable[[Dict[str, Any], Job], Image.Image]
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    experiment: str
+    card: Card
+    fixed: Job  # the card's value of every key the card reads, by config key
+    swept: Dict[str, Tuple[Any, ...]]  # crossed, like Hydra's basic sweeper
+
+    def jobs(self) -> List[Job]:
+        return [dict(zip(self.swept, values)) for values in itertools.product(*self.swept.values())]
+
+    def values(self, job: Job) -> Job:
+        return {**self.fixed, **job}
+
+    def overrides(self) -> List[str]:
+        size = [f"sampling.height={self.fixed['sampling.height']}", f"sampling.width={self.fixed['sampling.width']}"]
+        sweeps = [f"{key}={','.join(str(v) for v in values)}" for key, values in self.swept.items()]
+        return [f"experiment={self.experiment}", "zoo=tiny", "device=cpu", *size, *sweeps]
+
+
+# -- the model card's code, by hand -----------------------------------------------------------
+def _with_lcm(pipe: Any, zoo_dir: Path, fuse: bool, adapter_name: Optional[str] = None) -> Any:
+    pipe.scheduler = LCMScheduler.from_config(pipe.scheduler.config)
+    pipe.load_lora_weights(str(zoo_dir / "lcm-lora-sdxl"), adapter_name=adapter_name)
+    if fuse:
+        pipe.fuse_lora()
+    return pipe
+
+
+def _card_call(job: Job) -> Dict[str, Any]:
+    return dict(prompt=job["sampling.prompt"], num_inference_steps=job["sampling.steps"],
+                guidance_scale=job["sampling.guidance_scale"], height=job["sampling.height"],
+                width=job["sampling.width"], generator=torch.Generator("cpu").manual_seed(job["sampling.seed"]))
+
+
+def _load_t2i(zoo_dir: Path, job: Job) -> Dict[str, Any]:
+    pipe = DiffusionPipeline.from_pretrained(str(zoo_dir / "sdxl-base"), dtype=F32)
+    return {"pipe": _with_lcm(pipe, zoo_dir, fuse=True)}
+
+
+def _generate_t2i(loaded: Dict[str, Any], job: Job) -> Image.Image:
+    return loaded["pipe"](**_card_call(job)).images[0]
+
+
+def _load_papercut(zoo_dir: Path, job: Job) -> Dict[str, Any]:
+    pipe = _with_lcm(DiffusionPipeline.from_pretrained(str(zoo_dir / "sdxl-base"), dtype=F32), zoo_dir,
+                     fuse=False, adapter_name="lcm")
+    pipe.load_lora_weights(str(zoo_dir / "papercut"), weight_name="papercut.safetensors", adapter_name="papercut")
+    return {"pipe": pipe}
+
+
+def _generate_papercut(loaded: Dict[str, Any], job: Job) -> Image.Image:
+    pipe = loaded["pipe"]
+    pipe.set_adapters(["lcm", "papercut"], adapter_weights=[1.0, job["lora.papercut.weight"]])
+    return pipe(**_card_call(job)).images[0]
+
+
+def _card_canny(path: Path, size: int) -> Image.Image:
+    edges = cv2.Canny(np.array(load_image(str(path)).resize((size, size))), 100, 200)[:, :, None]
+    return Image.fromarray(np.concatenate([edges, edges, edges], axis=2))
+
+
+def _load_controlnet(zoo_dir: Path, job: Job) -> Dict[str, Any]:
+    controlnet = ControlNetModel.from_pretrained(str(zoo_dir / "controlnet-canny-sdxl"), dtype=F32)
+    pipe = StableDiffusionXLControlNetPipeline.from_pretrained(str(zoo_dir / "sdxl-base"), controlnet=controlnet,
+                                                               dtype=F32)
+    canny = _card_canny(zoo_dir / "images" / "vermeer.png", job["sampling.width"])
+    return {"pipe": _with_lcm(pipe, zoo_dir, fuse=True), "canny": canny}
+
+
+def _generate_controlnet(loaded: Dict[str, Any], job: Job) -> Image.Image:
+    return loaded["pipe"](**_card_call(job), image=loaded["canny"], cross_attention_kwargs={"scale": 1.0},
+                          controlnet_conditioning_scale=job["conditioning.conditioning_scale"]).images[0]
+
+
+T2I = Card(_load_t2i, _generate_t2i)
+PAPERCUT = Card(_load_papercut, _generate_papercut)
+CONTROLNET = Card(_load_controlnet, _generate_controlnet)
+
+
+def scenarios(settings: Settings) -> List[Scenario]:
+    size = {"sampling.height": settings.size, "sampling.width": settings.size, "sampling.seed": 0}
+    t2i = {"sampling.prompt": "Self-portrait oil painting, a beautiful cyborg with golden hair, 8k",
+           "sampling.steps": 4, "sampling.guidance_scale": 0.0, **size}
+    papercut = {"sampling.prompt": "papercut, a cute fox", "sampling.steps": 4, "sampling.guidance_scale": 1.0,
+                "lora.papercut.weight": 0.8, **size}
+    controlnet = {"sampling.prompt": "picture of the mona lisa", "sampling.steps": 5,
+                  "sampling.guidance_scale": 1.5, "conditioning.conditioning_scale": 0.5, **size}
+    return [
+        Scenario("seed_sweep", "t2i", T2I, t2i, {"sampling.seed": tuple(range(settings.seeds))}),
+        Scenario("steps_x_guidance", "t2i", T2I, t2i,
+                 {"sampling.steps": settings.steps, "sampling.guidance_scale": settings.guidance}),
+        Scenario("lora_weight", "lora_papercut", PAPERCUT, papercut, {"lora.papercut.weight": settings.lora_weights}),
+        Scenario("controlnet_scale", "controlnet_canny", CONTROLNET, controlnet,
+                 {"conditioning.conditioning_scale": settings.control_scales}),
+    ]
+
+
+# -- the three ways to run a scenario ---------------------------------------------------------
+def png_name(job: Job) -> str:
+    return "_".join(f"{key}={value}" for key, value in job.items()) + ".png"
+
+
+def run_floor(scenario: Scenario, zoo_dir: Path, folder: Path) -> Dict[str, float]:
+    folder.mkdir(parents=True)
+    started = time.perf_counter()
+    loaded = scenario.card.load(zoo_dir, scenario.fixed)
+    spent = {"load": _since(started), "generate": 0.0, "save": 0.0}
+    for job in scenario.jobs():
+        t = time.perf_counter()
+        image = scenario.card.generate(loaded, scenario.values(job))
+        spent["generate"] += _since(t)
+        t = time.perf_counter()
+        image.save(folder / png_name(job))
+        spent["save"] += _since(t)
+    return {"wall": _since(started), **spent}
+
+
+def run_lcm(scenario: Scenario, folder: Path) -> Dict[str, float]:
+    cache.clear()  # so that it pays its one model load, as the floor does
+    started = time.perf_counter()
+    run_hydra(cli.main, [*scenario.overrides(), f"hydra.sweep.dir={folder}"])
+    wall = _since(started)
+    return {"wall": wall, **runner_breakdown(folder, wall)}
+
+
+def run_naive(scenario: Scenario, zoo_dir: Path, folder: Path) -> Dict[str, float]:
+    def task(cfg: DictConfig) -> None:
+        job = {key: OmegaConf.select(cfg, key) for key in scenario.swept}
+        loaded = scenario.card.load(zoo_dir, scenario.values(job))  # every job reloads everything
+        image = scenario.card.generate(loaded, scenario.values(job))
+        image.save(Path(HydraConfig.get().runtime.output_dir) / png_name(job))
+
+    started = time.perf_counter()
+    run_hydra(plain_hydra_app(task), [*scenario.overrides(), WITHOUT_RUNNER_CALLBACKS, f"hydra.sweep.dir={folder}"])
+    return {"wall": _since(started)}
+
+
+def plain_hydra_app(task: Callable[[DictConfig], None]) -> Callable[[], Any]:
+    return hydra.main(config_path=cli.config_dir(), config_name="config", version_base="1.3")(task)
+
+
+def run_hydra(app: Callable[[], Any], overrides: Sequence[str]) -> None:
+    """Run a Hydra app's multirun in this process, as its console script would with these arguments."""
+    GlobalHydra.instance().clear()  # a Hydra app initialises it once per process
+    argv = sys.argv
+    sys.argv = ["lcm-run", "-m", *overrides]
+    try:
+        app()
+    finally:
+        sys.argv = argv
+        GlobalHydra.instance().clear()
+
+
+def runner_breakdown(sweep_dir: Path, wall: float) -> Dict[str, float]:
+    """Where lcm-run's wall time went, from the timings in each run.json. The end-of-sweep report
+    is timed again on the finished folder (it rebuilds the same files); the rest outside run() is
+    Hydra's per-job work, run.json writes and the callbacks."""
+    timings = [records.read_json(path)["timings"] for path in sweep_dir.glob(f"*/{records.RUN_JSON}")]
+    spent = {phase: sum(t.get(phase, 0.0) for t in timings) for phase in RUN_PHASES}
+    in_run = sum(t["total"] for t in timings)
+    started = time.perf_counter()
+    build_report(sweep_dir)
+    report = _since(started)
+    return {**spent, "rest_of_run": in_run - sum(spent.values()), "report": report,
+            "hydra_and_callbacks": wall - in_run - report}
+
+
+# -- honesty checks ---------------------------------------------------------------------------
+def images_equal(scenario: Scenario, folders: Dict[str, Path]) -> Dict[str, bool]:
+    """Whether lcm-run and the naive app made exactly the floor's pixels, on the first and last job."""
+    jobs = scenario.jobs()
+    compared = [jobs[0], jobs[-1]] if len(jobs) > 1 else jobs
+    found = {"lcm_run": lambda job: _runner_image(folders["lcm_run"], job),
+             "naive": lambda job: next(folders["naive"].glob(f"*/{png_name(job)}"))}
+    return {method: all(_same_pixels(folders["floor"] / png_name(job), find(job)) for job in compared)
+            for method, find in found.items()}
+
+
+def _runner_image(sweep_dir: Path, job: Job) -> Path:
+    for path in sweep_dir.glob(f"*/{records.RUN_JSON}"):
+        record = records.read_json(path)
+        if all(_lookup(record["config"], key) == value for key, value in job.items()):
+            return path.parent / record["images"][0]["file"]
+    raise LookupError(f"no lcm-run job in {sweep_dir} ran {job}")
+
+
+def _lookup(config: Dict[str, Any], key: str) -> Any:
+    return functools.reduce(lambda node, part: node[part], key.split("."), config)
+
+
+def _same_pixels(a: Path, b: Path) -> bool:
+    with Image.open(a) as first, Image.open(b) as second:
+        return np.array_equal(np.asarray(first.convert("RGB")), np.asarray(second.convert("RGB")))
+
+
+# -- Hydra alone ------------------------------------------------------------------------------
+def measure_empty_task(jobs: int, folder: Path) -> Dict[str, Any]:
+    """Hydra's per-job cost: a multirun over the project's config whose task does nothing, `jobs`
+    jobs against one; the difference is what a leaner sweeper could save per job."""
+    app = plain_hydra_app(lambda cfg: None)
+    base = ["experiment=t2i", "zoo=tiny", "device=cpu", WITHOUT_RUNNER_CALLBACKS]
+    walls = {}
+    for count in (1, jobs):
+        started = time.perf_counter()
+        run_hydra(app, [*base, f"sampling.seed=range(0,{count})", f"hydra.sweep.dir={folder / str(count)}"])
+        walls[count] = _since(started)
+    return {"jobs": jobs, "one_job_s": round(walls[1], 3), "n_jobs_s": round(walls[jobs], 3),
+            "ms_per_job": round((walls[jobs] - walls[1]) / (jobs - 1) * 1000, 1)}
+
+
+# -- one run, start to end --------------------------------------------------------------------
+def warm_up(all_scenarios: List[Scenario], zoo_dir: Path, folder: Path) -> None:
+    """Pay the process's one-off costs (imports, first kernels at each shape, file cache) before any
+    timing, so that whichever method runs first is not charged for them."""
+    for scenario in all_scenarios:
+        loaded = scenario.card.load(zoo_dir, scenario.fixed)
+        for job in (scenario.jobs()[0], scenario.jobs()[-1]):
+            scenario.card.generate(loaded, scenario.values(job))
+    cache.clear()
+    one_job = replace(all_scenarios[0], swept={})
+    run_hydra(cli.main, [*one_job.overrides(), f"hydra.sweep.dir={folder}"])
+
+
+def bench_scenario(scenario: Scenario, zoo_dir: Path, work: Path) -> Dict[str, Any]:
+    folders = {method: work / scenario.name / method for method in METHODS}
+    print(f"== {scenario.name}: {len(scenario.jobs())} jobs, floor / lcm-run / naive", flush=True)
+    floor = run_floor(scenario, zoo_dir, folders["floor"])
+    lcm = run_lcm(scenario, folders["lcm_run"])
+    naive = run_naive(scenario, zoo_dir, folders["naive"])
+    return summarize(scenario, floor, lcm, naive, images_equal(scenario, folders))
+
+
+def summarize(scenario: Scenario, floor: Dict[str, float], lcm: Dict[str, float], naive: Dict[str, float],
+              equal: Dict[str, bool]) -> Dict[str, Any]:
+    jobs = len(scenario.jobs())
+    a, b, c = (round(result["wall"], 3) for result in (floor, lcm, naive))
+    return {
+        "name": scenario.name,
+        "jobs": jobs,
+        "lcm_run_args": ["-m", *scenario.overrides()],
+        "wall_s": {"floor": a, "lcm_run": b, "naive": c},
+        "ratios": {"lcm_run/floor": round(b / a, 3), "naive/floor": round(c / a, 3)},
+        "lcm_run_overhead_ms_per_job": round((b - a) / jobs * 1000, 1),
+        "images_equal": equal,
+        "floor_breakdown_s": _rounded({k: v for k, v in floor.items() if k != "wall"}),
+        "lcm_run_breakdown_s": _rounded({k: v for k, v in lcm.items() if k != "wall"}),
+    }
+
+
+def machine() -> Dict[str, Any]:
+    return {
+        "cpus": os.cpu_count(),
+        "cpu_model": _cpu_model(),
+        "torch_threads": torch.get_num_threads(),
+        "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "diffusers": diffusers.__version__,
+        "hydra-core": hydra.__version__,
+        "lcm-runner": metadata.version("lcm-runner"),
+    }
+
+
+def _cpu_model() -> str:
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return platform.processor() or platform.machine()
+    return next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")),
+                platform.machine())
+
+
+def to_markdown(result: Dict[str, Any]) -> str:
+    m, s, empty = result["machine"], result["settings"], result["empty_task"]
+    lines = [
+        "# lcm-runner: sweeps against the compute floor",
+        "",
+        f"Machine: {m['cpus']} CPUs ({m['cpu_model']}), torch {m['torch']} with {m['torch_threads']} threads, "
+        f"diffusers {m['diffusers']}, hydra-core {m['hydra-core']}, Python {m['python']}. "
+        f"Tiny zoo, {s['device']}, float32, {s['size']}x{s['size']}.",
+        "",
+        f"(a) floor: the card's diffusers code, pipeline loaded once, each image saved as {s['floor_saves']}. "
+        "(b) lcm-run: `lcm-run -m` in-process, one model load (PNG with metadata, run.json, report). "
+        "(c) naive: a plain Hydra app that reloads the pipeline every job, then saves a PNG. "
+        "Pixels compared on the first and last job.",
+        "",
+        "| scenario | jobs | (a) floor s | (b) lcm-run s | (c) naive s | b/a | c/a | b over a, ms/job "
+        "| b = a pixels | c = a pixels |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---|---|",
+    ]
+    for r in result["scenarios"]:
+        w, ratio, equal = r["wall_s"], r["ratios"], r["images_equal"]
+        lines.append(f"| {r['name']} | {r['jobs']} | {w['floor']:.2f} | {w['lcm_run']:.2f} | {w['naive']:.2f} "
+                     f"| {ratio['lcm_run/floor']:.2f} | {ratio['naive/floor']:.2f} "
+                     f"| {r['lcm_run_overhead_ms_per_job']:.0f} | {_yes(equal['lcm_run'])} | {_yes(equal['naive'])} |")
+    lines += [
+        "",
+        "Where the time goes (s, summed over the jobs):",
+        "",
+        "| scenario | floor load | floor generate | floor save | lcm-run load | prepare | generate | save "
+        "| rest of run() | report | Hydra + callbacks |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in result["scenarios"]:
+        f, b = r["floor_breakdown_s"], r["lcm_run_breakdown_s"]
+        cells = [f["load"], f["generate"], f["save"], *(b[p] for p in RUN_PHASES), b["rest_of_run"], b["report"],
+                 b["hydra_and_callbacks"]]
+        lines.append(f"| {r['name']} | " + " | ".join(f"{cell:.2f}" for cell in cells) + " |")
+    lines += [
+        "",
+        f"Hydra alone (multirun of a no-op task, project config, no callbacks): {empty['jobs']} jobs in "
+        f"{empty['n_jobs_s']:.2f} s, 1 job in {empty['one_job_s']:.2f} s: **{empty['ms_per_job']:.0f} ms/job**.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    settings, out = parse_args(argv)
+    for library in (diffusers.utils.logging, transformers.utils.logging):  # the same for all three methods
+        library.set_verbosity_error()
+        library.disable_progress_bar()
+    out = out.resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    zoo_dir = zoo.ensure_zoo()
+    all_scenarios = scenarios(settings)
+    with tempfile.TemporaryDirectory(prefix=".bench-work-", dir=out) as tmp:
+        work = Path(tmp)
+        warm_up(all_scenarios, zoo_dir, work / "warm-up")
+        empty = measure_empty_task(settings.empty_jobs, work / "empty-task")
+        results = [bench_scenario(scenario, zoo_dir, work) for scenario in all_scenarios]
+    result = {"machine": machine(),
+              "settings": {**_settings_dict(settings), "device": "cpu", "floor_saves": FLOOR_SAVES},
+              "scenarios": results, "empty_task": empty}
+    (out / "bench.json").write_text(json.dumps(result, indent=2) + "\n")
+    table = to_markdown(result)
+    (out / "bench.md").write_text(table)
+    print(table)
+    return 0
+
+
+def parse_args(argv: Optional[Sequence[str]]) -> Tuple[Settings, Path]:
+    default = Settings()
+    parser = argparse.ArgumentParser(prog="python -m runner.bench", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", type=Path, default=Path("bench-results"), help="folder for bench.json and bench.md")
+    parser.add_argument("--quick", action="store_true",
+                        help=f"a tiny version ({QUICK.size}x{QUICK.size}, 2 jobs per scenario), for tests")
+    parser.add_argument("--size", type=int, help=f"image height and width (default {default.size})")
+    parser.add_argument("--seeds", type=int, help=f"jobs in the seed sweep (default {default.seeds})")
+    parser.add_argument("--steps", type=_ints, help=f"step counts (default {_listed(default.steps)})")
+    parser.add_argument("--guidance", type=_floats, help=f"guidance scales (default {_listed(default.guidance)})")
+    parser.add_argument("--lora-weights", type=_floats,
+                        help=f"papercut weights (default {_listed(default.lora_weights)})")
+    parser.add_argument("--control-scales", type=_floats,
+                        help=f"ControlNet scales (default {_listed(default.control_scales)})")
+    parser.add_argument("--empty-jobs", type=int,
+                        help=f"jobs in the no-op Hydra multirun (default {default.empty_jobs})")
+    args = parser.parse_args(argv)
+    given = {f.name: getattr(args, f.name) for f in fields(Settings) if getattr(args, f.name) is not None}
+    settings = replace(QUICK if args.quick else default, **given)
+    if settings.size % 8 or settings.size < 8:
+        parser.error(f"--size {settings.size}: SDXL needs a multiple of 8")
+    if settings.seeds < 1 or settings.empty_jobs < 2:
+        parser.error("--seeds needs at least 1 and --empty-jobs at least 2")
+    return settings, args.out
+
+
+def _ints(text: str) -> Tuple[int, ...]:
+    return tuple(int(part) for part in text.split(","))
+
+
+def _floats(text: str) -> Tuple[float, ...]:
+    return tuple(float(part) for part in text.split(","))
+
+
+def _listed(values: Sequence[Any]) -> str:
+    return ",".join(str(v) for v in values)
+
+
+def _settings_dict(settings: Settings) -> Dict[str, Any]:
+    return {f.name: getattr(settings, f.name) for f in fields(Settings)}
+
+
+def _rounded(values: Dict[str, float]) -> Dict[str, float]:
+    return {key: round(value, 3) for key, value in values.items()}
+
+
+def _yes(flag: bool) -> str:
+    return "yes" if flag else "no"
+
+
+def _since(start: float) -> float:
+    return time.perf_counter() - start
+
+
+if __name__ == "__main__":
+    sys.exit(main())

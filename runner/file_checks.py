@@ -1,0 +1,89 @@
+"""Checks of the files a job will read, made while planning: torch-free, reading headers only.
+
+A LoRA must be a safetensors file with LoRA weights for SDXL; pickle files (.bin, .ckpt, .pt) can
+run code when loaded, so they are refused unless `allow_pickle=true`; an input image must open.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import struct
+from pathlib import Path
+from typing import List
+
+from runner.errors import UserError
+
+PICKLE_SUFFIXES = (".bin", ".ckpt", ".pt", ".pth", ".pkl")
+_PICKLE_HINT = ("Pickle files can run arbitrary code when loaded: convert it to .safetensors, or set "
+                "allow_pickle=true only for a file you trust.")
+_LORA_MARKERS = ("lora_A", "lora_B", "lora_down", "lora_up", "lora.down", "lora.up", "lora_linear_layer")
+# Layouts SDXL never has: SD 1.x/2.x put attention in the first down block and have one text encoder
+# ("lora_te_"); transformer models (SD3, Flux) have no down blocks at all.
+_NOT_SDXL = {
+    "Stable Diffusion 1.x/2.x": re.compile(r"down_blocks[._]0[._]attentions|input_blocks_1_1_|lora_te_text_model"),
+    "a transformer model (SD3, Flux...)": re.compile(r"^(transformer\.|lora_transformer_)|double_blocks|joint_blocks"),
+}
+_MAX_HEADER = 100 * 2**20
+
+
+def check_lora_file(key: str, path: Path, allow_pickle: bool) -> None:
+    if path.suffix.lower() in PICKLE_SUFFIXES:
+        if allow_pickle:
+            return
+        raise UserError(f"{key}: {path} is a pickle file. {_PICKLE_HINT}")
+    names = safetensors_keys(key, path)
+    if not any(marker in name for name in names for marker in _LORA_MARKERS):
+        raise UserError(f"{key}: {path} holds no LoRA weights (no keys like '...lora_A.weight' or "
+                        "'...lora_down.weight'); it may be a full model. Point it at a LoRA .safetensors file.")
+    for family, pattern in _NOT_SDXL.items():
+        if any(pattern.search(name) for name in names):
+            raise UserError(f"{key}: {path} is a LoRA for {family}, not for SDXL: its layers do not exist "
+                            "in the SDXL UNet. Use a LoRA trained for SDXL.")
+
+
+def safetensors_keys(key: str, path: Path) -> List[str]:
+    """The tensor names of a safetensors file, from its JSON header (8-byte length, then JSON)."""
+    try:
+        with open(path, "rb") as handle:
+            (length,) = struct.unpack("<Q", handle.read(8))
+            if not 0 < length <= min(_MAX_HEADER, os.path.getsize(path) - 8):
+                raise ValueError("bad header length")
+            header = json.loads(handle.read(length))
+        return [name for name in header if name != "__metadata__"]
+    except (OSError, ValueError, struct.error) as error:
+        raise UserError(f"{key}: {path} is not a readable safetensors file ({error}). Check that the "
+                        "download finished, or that the path names the right file.") from None
+
+
+def check_model_folder(key: str, folder: Path, allow_pickle: bool, pipeline: bool) -> None:
+    """A diffusers folder: model_index.json (pipelines), and safetensors weights unless allowed."""
+    if pipeline and not (folder / "model_index.json").is_file():
+        raise UserError(f"{key}: {folder} is not a diffusers pipeline folder (no model_index.json). Point it "
+                        "at a folder saved with save_pretrained, or at a hub id.")
+    if allow_pickle:
+        return
+    for weights in [folder, *(sub for sub in folder.iterdir() if sub.is_dir())]:
+        if any(weights.glob("*.bin")) and not any(weights.glob("*.safetensors")):
+            raise UserError(f"{key}: {weights} has only pickle weights (.bin). {_PICKLE_HINT}")
+
+
+def check_image_file(key: str, path: Path) -> None:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            image.verify()
+    except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as error:
+        raise UserError(f"{key}: {path} is not a readable image ({type(error).__name__}). Pass a PNG or "
+                        "JPEG file.") from None
+
+
+def check_writable(key: str, folder: Path) -> None:
+    """The output folder can be created: its nearest existing parent is a writable folder."""
+    parent = folder
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise UserError(f"{key}: cannot write into {folder}: {parent} is not a writable folder. "
+                        "Choose another output folder (paths.root=..., hydra.run.dir=... or hydra.sweep.dir=...).")
