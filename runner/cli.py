@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import logging
+import signal
+import sys
 from pathlib import Path
 
 import hydra
@@ -33,5 +35,31 @@ def main(cfg: DictConfig) -> None:
         log.error("job failed (recorded in its run.json): %s", error)
 
 
+
+
+class Interrupted(BaseException):
+    """SIGTERM, raised like Ctrl-C's KeyboardInterrupt: a BaseException, so that Hydra does not file
+    it as one job's failure and go on with the sweep."""
+
+
+def _interrupt(signum, frame) -> None:
+    raise Interrupted(signal.Signals(signum).name)
+
+
+def entry() -> None:
+    """The `lcm-run` console script: the Hydra app, stopped cleanly by Ctrl-C or SIGTERM.
+
+    The job in flight is abandoned and recorded as failed; finished jobs stay finished. Running the
+    same command again resumes: finished jobs are skipped, the abandoned one is redone."""
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        main()
+    except (KeyboardInterrupt, Interrupted) as stop:
+        reason = "Ctrl-C" if isinstance(stop, KeyboardInterrupt) else str(stop)
+        print(f"Interrupted ({reason}): finished jobs are kept and the job in flight is recorded as "
+              "failed. Run the same command again to resume.", file=sys.stderr)
+        sys.exit(130)
+
+
 if __name__ == "__main__":
-    main()
+    entry()

@@ -106,7 +106,7 @@ def _new_record(cfg: DictConfig, plan: JobPlan, overrides: List[str]) -> Dict[st
 def _execute(plan: JobPlan, job_dir: Path, record: Dict[str, Any]) -> None:
     import torch  # imported here so that planning and errors stay instant
 
-    from runner import lora, models, schedulers
+    from runner import guards, lora, models, schedulers
 
     timings = record["timings"]
     t = time.perf_counter()
@@ -137,7 +137,10 @@ def _execute(plan: JobPlan, job_dir: Path, record: Dict[str, Any]) -> None:
 
     t = time.perf_counter()
     generators = [torch.Generator("cpu").manual_seed(seed) for seed in plan.seeds]
-    images = pipe(**plan.call, **images_in, generator=generators).images
+    with guards.watch_decode(pipe.vae) as decoded:
+        arrays = pipe(**plan.call, **images_in, generator=generators, output_type="np").images
+    arrays, record["guards"] = guards.checked_images(pipe, arrays, decoded.get("latents"))
+    images = pipe.image_processor.numpy_to_pil(arrays)  # what output_type="pil" does
     timings["generate"] = _since(t)
 
     t = time.perf_counter()

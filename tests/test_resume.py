@@ -90,7 +90,7 @@ def test_a_killed_sweep_completes_on_rerun_with_the_pixels_of_an_uninterrupted_o
     reference, resumed = tmp_path / "reference", tmp_path / "resumed"
     assert lcm_run(*sweep_args(reference), cwd=tmp_path).returncode == 0
 
-    command = [sys.executable, "-c", "from runner.cli import main; main()", *sweep_args(resumed)]
+    command = [sys.executable, "-c", "from runner.cli import entry; entry()", *sweep_args(resumed)]
     process = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                env={**os.environ, "HF_HUB_OFFLINE": "1"})
     deadline = time.time() + 300

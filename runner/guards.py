@@ -1,0 +1,66 @@
+"""The NaN / black-image guard: SDXL's VAE overflows in float16 and turns a whole image into NaN
+(black once saved). The decode is watched; a bad image is decoded again in float32, once, and the
+record says so. Non-finite latents cannot be saved by a decode: the job fails with a clear error."""
+from __future__ import annotations
+
+import contextlib
+from typing import Any, Dict, Iterator, Tuple
+
+import numpy as np
+import torch
+
+
+class GenerationFailed(RuntimeError):
+    """The pipeline ran but its output is unusable (NaN or all black)."""
+
+
+@contextlib.contextmanager
+def watch_decode(vae) -> Iterator[Dict[str, Any]]:
+    """Keep the latents the pipeline hands to `vae.decode`, whatever pipeline class it is."""
+    seen: Dict[str, Any] = {}
+    decode = vae.decode
+    shadowed = vae.__dict__.get("decode")
+
+    def keeping_latents(z, *args, **kwargs):
+        seen["latents"] = z
+        return decode(z, *args, **kwargs)
+
+    vae.decode = keeping_latents  # an instance attribute, taken away again below
+    try:
+        yield seen
+    finally:
+        if shadowed is None:
+            del vae.decode
+        else:
+            vae.decode = shadowed
+
+
+def usable(images: np.ndarray) -> bool:
+    """Finite, and not all black as saved (8-bit)."""
+    return bool(np.isfinite(images).all() and (images * 255).round().max() > 0)
+
+
+def checked_images(pipe, images: np.ndarray, latents) -> Tuple[np.ndarray, Dict[str, Any]]:
+    """`images` (floats in [0, 1], as output_type="np") if usable, else one float32 decode."""
+    if usable(images):
+        return images, {"decode_retried_fp32": False}
+    if latents is None or not torch.isfinite(latents).all():
+        raise GenerationFailed(
+            "the denoised latents are not finite (NaN/inf): the UNet overflowed, which a decode cannot "
+            "repair. Try device.dtype=bfloat16 or float32, or fewer LoRA/conditioning extremes.")
+    retried = _decode_float32(pipe, latents)
+    if not usable(retried):
+        raise GenerationFailed("the decoded image is NaN or all black even with the VAE in float32.")
+    return retried, {"decode_retried_fp32": True}
+
+
+@torch.no_grad()
+def _decode_float32(pipe, latents) -> np.ndarray:
+    vae = pipe.vae
+    dtype = vae.dtype
+    vae.to(torch.float32)
+    try:
+        image = vae.decode(latents.to(torch.float32), return_dict=False)[0]
+    finally:
+        vae.to(dtype)
+    return pipe.image_processor.postprocess(image, output_type="np")
