@@ -2,16 +2,22 @@
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import sys
 from pathlib import Path
+from typing import List
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import HydraException
 from hydra.types import RunMode
 from omegaconf import DictConfig
+from omegaconf.errors import OmegaConfBaseException
 
 import runner.config  # noqa: F401  (registers the structured schema before Hydra composes)
+from runner.errors import UserError
 from runner.run import run
 
 log = logging.getLogger("lcm-run")
@@ -47,18 +53,67 @@ def _interrupt(signum, frame) -> None:
 
 
 def entry() -> None:
-    """The `lcm-run` console script: the Hydra app, stopped cleanly by Ctrl-C or SIGTERM.
+    """The `lcm-run` console script: the Hydra app, with errors as one paragraph and a clean stop.
 
-    The job in flight is abandoned and recorded as failed; finished jobs stay finished. Running the
-    same command again resumes: finished jobs are skipped, the abandoned one is redone."""
+    Ctrl-C or SIGTERM abandons the job in flight (recorded as failed); finished jobs stay finished,
+    and running the same command again resumes. HYDRA_FULL_ERROR=1 shows stack traces, as in Hydra."""
     signal.signal(signal.SIGTERM, _interrupt)
+    show_traces = os.environ.get("HYDRA_FULL_ERROR") == "1"
+    os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra then re-raises instead of printing: shaped below
     try:
+        check_group_choices(sys.argv[1:])
         main()
     except (KeyboardInterrupt, Interrupted) as stop:
         reason = "Ctrl-C" if isinstance(stop, KeyboardInterrupt) else str(stop)
         print(f"Interrupted ({reason}): finished jobs are kept and the job in flight is recorded as "
               "failed. Run the same command again to resume.", file=sys.stderr)
         sys.exit(130)
+    except Exception as error:
+        if show_traces:
+            raise
+        print(f"Error: {one_paragraph(error)}", file=sys.stderr)
+        sys.exit(1)
+
+
+def check_group_choices(arguments: List[str]) -> None:
+    """A config group's choice must be an option's name: Hydra fails on `scheduler=0` with a bare
+    ValueError that does not say which override was wrong."""
+    conf = Path(config_dir())
+    overrides = [a for a in arguments if "=" in a and not a.startswith("-")]
+    try:
+        parsed = OverridesParser.create().parse_overrides(overrides)
+    except HydraException:
+        return  # Hydra reports grammar errors itself
+    for override in parsed:
+        group = conf / override.key_or_group
+        if override.is_delete() or not group.is_dir():
+            continue
+        value = override.value()
+        for choice in getattr(value, "list", None) or [value]:
+            if not isinstance(choice, str):
+                options = ", ".join(sorted(p.stem for p in group.glob("*.yaml")))
+                raise UserError(f"{override.key_or_group}={choice!r} is not an option of {override.key_or_group}: "
+                                f"choose one of {options}.")
+
+
+def one_paragraph(error: BaseException) -> str:
+    """Hydra's and our errors, without stack, search-path listing or blank lines."""
+    text = str(error).split("\nConfig search path:")[0]
+    cause = error.__cause__
+    if isinstance(cause, OmegaConfBaseException):  # Hydra puts what went wrong in the cause
+        text = f"{text}: {str(cause).splitlines()[0]}"
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    options = [line for line in lines if line in _option_lines(text)]
+    prose = " ".join(line for line in lines if line not in options)
+    message = f"{prose} {', '.join(options)}" if options else prose
+    if not isinstance(error, (UserError, HydraException)):
+        message = f"{type(error).__name__}: {message} (HYDRA_FULL_ERROR=1 shows the stack trace)"
+    return message
+
+
+def _option_lines(text: str) -> List[str]:
+    """The tab-indented option names Hydra lists under 'Available options in ...'."""
+    return [line.strip() for line in text.splitlines() if line.startswith("\t")]
 
 
 if __name__ == "__main__":

@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import dataclass, field
 from typing import Any, Dict, Iterator, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from runner.errors import UserError
 
@@ -97,12 +99,25 @@ SCHEDULER_TARGET_SUFFIX = "Scheduler.from_config"
 
 def validate(cfg: DictConfig) -> None:
     """Raise one UserError listing every value that is out of range, before anything loads."""
+    _check_keys(cfg)
     problems = list(_problems(cfg))
     if problems:
         raise UserError(
             "Invalid configuration: " + "; ".join(problems) + ". Fix the value on the command line "
             "(for example `sampling.steps=4`) or in the experiment file, then run again."
         )
+
+
+def _check_keys(cfg: DictConfig) -> None:
+    """Keys added with `+` pass Hydra's struct check; the schema still has to know them."""
+    keys = [key for key in cfg if key != "hydra"]
+    try:
+        plain = OmegaConf.to_container(OmegaConf.masked_copy(cfg, keys), resolve=False)  # drops types
+        OmegaConf.merge(OmegaConf.structured(RunConfig), plain)
+    except OmegaConfBaseException as error:
+        key = getattr(error, "full_key", None) or "?"
+        raise UserError(f"{key} is not a setting lcm-run knows ({str(error).splitlines()[0]}). Check its "
+                        "spelling against `lcm-run --cfg job`, or remove it.") from None
 
 
 def _problems(cfg: DictConfig) -> Iterator[str]:
@@ -114,6 +129,9 @@ def _problems(cfg: DictConfig) -> Iterator[str]:
         yield "sampling.prompt is empty; give the text to draw"
     if s.steps < 1:
         yield f"sampling.steps={s.steps} must be at least 1 (LCM-LoRA is made for 2-8)"
+    for key, value in _numbers(cfg):
+        if not math.isfinite(value):
+            yield f"{key}={value} is not a finite number"
     if s.guidance_scale < 0:
         yield f"sampling.guidance_scale={s.guidance_scale} must be 0 or more (the card uses 0 or 1-2)"
     if s.num_images < 1:
@@ -137,6 +155,18 @@ def _problems(cfg: DictConfig) -> Iterator[str]:
     for name, entry in cfg.lora.items():
         if not str(entry.source).strip():
             yield f"lora.{name}.source is empty; give a hub id, a folder or a .safetensors file"
+
+
+def _numbers(cfg: DictConfig) -> Iterator[tuple]:
+    """Every float a user may set, with its key."""
+    yield "sampling.guidance_scale", cfg.sampling.guidance_scale
+    if cfg.lora_scale is not None:
+        yield "lora_scale", cfg.lora_scale
+    for name, entry in cfg.lora.items():
+        yield f"lora.{name}.weight", entry.weight
+    for key, value in cfg.conditioning.items():
+        if isinstance(value, float):
+            yield f"conditioning.{key}", value
 
 
 def _valid_device_index(device_type: str) -> bool:
