@@ -80,7 +80,7 @@ def test_uncached_hub_model_offline_is_named_with_the_way_out(tmp_path):
 def test_a_bad_job_fails_alone_and_the_sweep_still_reports(tiny_zoo, tmp_path):
     sweep = tmp_path / "sweep"
     done = lcm_run("-m", "zoo=tiny", "sampling.steps=0,1", "sampling.height=64", "sampling.width=64",
-                   f"hydra.sweep.dir={sweep}", cwd=tmp_path)
+                   "on_invalid=skip", f"hydra.sweep.dir={sweep}", cwd=tmp_path)
     assert done.returncode != 0
     assert "1 of 2 jobs failed" in done.stderr and "Traceback" not in done.stderr
     bad, good = (json.loads(p.read_text()) for p in run_jsons(sweep))
