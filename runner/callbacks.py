@@ -86,10 +86,11 @@ class RunnerCallbacks(Callback):
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
         if str(config.hydra.mode) != "RunMode.MULTIRUN":
             return
-        number = int(config.hydra.job.num) + 1
+        position = self.finished + 1  # jobs may run out of grid order (cheapest switches first)
         elapsed = time.perf_counter() - self.started
         chosen = [o for o in config.hydra.overrides.task if o.split("=", 1)[0].lstrip("+~") in self.swept]
-        of_total = f"{number}/{self.total}" if self.total else f"{number}"
+        # In a launcher's worker process this callback never saw the sweep start: no position then.
+        of_total = f"{position}/{self.total} (#{config.hydra.job.num})" if self.total else f"#{config.hydra.job.num}"
         eta = ""
         if self.total and self.finished:
             eta = f", ETA {_clock(elapsed / self.finished * (self.total - self.finished))}"

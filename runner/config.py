@@ -12,7 +12,6 @@ from typing import Any, Dict, Iterator, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
 
 from runner.errors import UserError
 
@@ -80,6 +79,8 @@ class RunConfig:
 
 
 ConfigStore.instance().store(name="run_schema", node=RunConfig)
+_TYPED_NODES = {"model": ModelConfig, "sampling": SamplingConfig, "device": DeviceConfig, "zoo": ZooConfig,
+                "paths": PathsConfig}
 
 
 def _zoo_size(pixels: int, *, _root_: DictConfig) -> int:
@@ -110,14 +111,28 @@ def validate(cfg: DictConfig) -> None:
 
 def _check_keys(cfg: DictConfig) -> None:
     """Keys added with `+` pass Hydra's struct check; the schema still has to know them."""
-    keys = [key for key in cfg if key != "hydra"]
-    try:
-        plain = OmegaConf.to_container(OmegaConf.masked_copy(cfg, keys), resolve=False)  # drops types
-        OmegaConf.merge(OmegaConf.structured(RunConfig), plain)
-    except OmegaConfBaseException as error:
-        key = getattr(error, "full_key", None) or "?"
-        raise UserError(f"{key} is not a setting lcm-run knows ({str(error).splitlines()[0]}). Check its "
-                        "spelling against `lcm-run --cfg job`, or remove it.") from None
+    for key, known in _unknown_keys(cfg):
+        raise UserError(f"{key} is not a setting lcm-run knows (known here: {', '.join(sorted(known))}). "
+                        "Check its spelling against `lcm-run --cfg job`, or remove it.")
+
+
+def _unknown_keys(cfg: DictConfig) -> Iterator[tuple]:
+    """(dotted key, the keys allowed there) for each key the schema does not have. Cheap: it walks
+    key names only, which matters when a sweep of hundreds of jobs is checked before it starts."""
+    top = _fields(RunConfig)
+    for key in cfg:
+        if key != "hydra" and key not in top:
+            yield key, top
+    for key, schema in _TYPED_NODES.items():
+        allowed = _fields(schema)
+        yield from ((f"{key}.{k}", allowed) for k in cfg[key] if k not in allowed)
+    allowed = _fields(LoraEntry)
+    for name, entry in cfg.lora.items():
+        yield from ((f"lora.{name}.{k}", allowed) for k in entry if k not in allowed)
+
+
+def _fields(schema: type) -> set:
+    return set(schema.__dataclass_fields__)
 
 
 def _problems(cfg: DictConfig) -> Iterator[str]:

@@ -5,6 +5,7 @@ an interrupted job never looks finished. Nothing already in a job folder is over
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 import platform
@@ -105,14 +106,20 @@ def read_json(path: Path) -> Dict[str, Any]:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
-def versions() -> Dict[str, str]:
+@functools.lru_cache(maxsize=None)
+def _installed_versions() -> tuple:
+    """Read once per process: importlib.metadata scans site-packages on every call."""
     found = {"python": platform.python_version()}
     for name in _VERSIONED:
         try:
             found[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             continue
-    return found
+    return tuple(found.items())
+
+
+def versions() -> Dict[str, str]:
+    return dict(_installed_versions())
 
 
 def _atomic(path: Path, write) -> None:

@@ -31,16 +31,42 @@ class PlannedJob:
     error: Optional[str] = None
 
 
+GRID_SWEEPERS = ("BasicSweeper", "LcmSweeper")  # the sweepers that expand a grid the basic way
+
+
 def expand(config: DictConfig) -> Tuple[Optional[List[List[str]]], List[str]]:
-    """Every job's overrides and the swept keys, or (None, []) under another sweeper."""
-    if not str(config.hydra.sweeper.get("_target_", "")).endswith("BasicSweeper"):
+    """Every job's overrides and the swept keys, or (None, []) under another kind of sweeper."""
+    if not str(config.hydra.sweeper.get("_target_", "")).endswith(GRID_SWEEPERS):
         return None, []
     params = config.hydra.sweeper.get("params") or {}
-    arguments = [f"{k}={v}" for k, v in params.items()] + list(config.hydra.overrides.task)
-    overrides = OverridesParser.create().parse_overrides(arguments)
-    jobs = [job for batch in BasicSweeper.split_arguments(overrides, None) for job in batch]
+    parser = OverridesParser.create()
+    overrides = parser.parse_overrides(_arguments(params, config.hydra.overrides.task))
     swept = [o.get_key_element().lstrip("+~") for o in overrides if o.is_sweep_override()]
-    return jobs, swept
+    return grid(params, config.hydra.overrides.task, parser), swept
+
+
+def grid(params, arguments, parser: OverridesParser) -> List[List[str]]:
+    """The jobs' overrides, expanded exactly as Hydra's basic sweeper expands them."""
+    overrides = parser.parse_overrides(_arguments(params, arguments))
+    return [job for batch in BasicSweeper.split_arguments(overrides, None) for job in batch]
+
+
+def _arguments(params, arguments) -> List[str]:
+    return [f"{k}={v}" for k, v in (params or {}).items()] + list(arguments)
+
+
+def cost_order(configs: Sequence[DictConfig]) -> List[int]:
+    """Job indices ordered so that what is expensive to switch switches least: the base model, then
+    the LoRA stack (files; weights too when fused), then the conditioning model. Stable: jobs that
+    cost the same to switch keep their grid order."""
+    def cost(index: int):
+        cfg = configs[index]
+        stack = tuple((name, entry.source, entry.weight_name) for name, entry in cfg.lora.items())
+        fused = tuple(entry.weight for entry in cfg.lora.values()) if cfg.fuse_lora else ()
+        cond = cfg.conditioning
+        return (str(cfg.model.source), str(cfg.model.variant), str(cfg.device), stack, bool(cfg.fuse_lora),
+                fused, str(cond.get("kind")), str(cond.get("model", "")))
+    return sorted(range(len(configs)), key=cost)
 
 
 def compose_jobs(config: DictConfig, jobs: Sequence[List[str]]) -> Iterator[Union[DictConfig, Exception]]:
@@ -88,10 +114,25 @@ def _compose(loader, config: DictConfig, overrides: List[str]) -> Union[DictConf
         return error
 
 
+# Job configs composed for the up-front check, kept for the sweeper that launches the same jobs in
+# the same process (Hydra hands both the same master config object): composed once, used twice.
+_kept: Dict[int, Tuple[List[List[str]], List[Union[DictConfig, Exception]]]] = {}
+
+
+def take_composed(config: DictConfig, jobs: Sequence[List[str]]) -> List[Union[DictConfig, Exception]]:
+    """The jobs' configs: those the check composed, if it checked exactly these jobs, else fresh."""
+    kept = _kept.pop(id(config), None)
+    if kept is not None and kept[0] == [list(job) for job in jobs]:
+        return kept[1]
+    return list(compose_jobs(config, jobs))
+
+
 def plan_jobs(config: DictConfig, jobs: Sequence[List[str]]) -> List[PlannedJob]:
     """Compose and plan every job; a bad job carries its error instead of stopping the others."""
     planned = []
-    for number, (overrides, cfg) in enumerate(zip(jobs, compose_jobs(config, jobs))):
+    composed = list(compose_jobs(config, jobs))
+    _kept[id(config)] = ([list(job) for job in jobs], composed)
+    for number, (overrides, cfg) in enumerate(zip(jobs, composed)):
         job = PlannedJob(number, list(overrides))
         try:
             if isinstance(cfg, Exception):

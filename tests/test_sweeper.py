@@ -1,0 +1,51 @@
+"""lcm-runner's sweeper against Hydra's basic one: the same jobs, folders, `.hydra/` files and
+pixels, composed once per config-group choice and run in switching-cost order."""
+import re
+
+import numpy as np
+import pytest
+import yaml
+from PIL import Image
+
+from conftest import lcm_run
+
+GRID = ["-m", "zoo=tiny", "sampling.height=64", "sampling.width=64", "lora=lcm,none,lcm_papercut",
+        "sampling.steps=1,2", "fuse_lora=false"]
+
+
+def hydra_files(job):
+    files = {name: yaml.safe_load((job / ".hydra" / name).read_text()) for name in
+             ("config.yaml", "overrides.yaml", "hydra.yaml")}
+    hydra = files["hydra.yaml"]["hydra"]
+    for volatile in ("runtime", "sweep", "sweeper", "run"):  # where it ran, and which sweeper ran it
+        hydra.pop(volatile)
+    hydra["overrides"].pop("hydra")  # hydra.sweep.dir=... and hydra/sweeper=basic
+    return files
+
+
+@pytest.mark.slow
+def test_same_jobs_files_and_pixels_as_hydras_basic_sweeper(tiny_zoo, tmp_path):
+    ours, basic = tmp_path / "ours", tmp_path / "basic"
+    done = lcm_run(*GRID, f"hydra.sweep.dir={ours}", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    stock = lcm_run(*GRID, f"hydra.sweep.dir={basic}", "hydra/sweeper=basic", cwd=tmp_path)
+    assert stock.returncode == 0, stock.stderr
+    jobs = sorted(p.name for p in basic.iterdir() if p.is_dir())
+    assert sorted(p.name for p in ours.iterdir() if p.is_dir()) == jobs == [str(i) for i in range(6)]
+    for job in jobs:
+        assert hydra_files(ours / job) == hydra_files(basic / job), job
+        for image in (basic / job).glob("image_*.png"):
+            assert np.array_equal(np.asarray(Image.open(image)), np.asarray(Image.open(ours / job / image.name)))
+
+    launched = [int(n) for n in re.findall(r"#(\d+) :", done.stdout + done.stderr)]
+    stacks = {0: "lcm", 1: "lcm", 2: "none", 3: "none", 4: "lcm_papercut", 5: "lcm_papercut"}
+    switches = sum(stacks[a] != stacks[b] for a, b in zip(launched, launched[1:]))
+    assert sorted(launched) == list(range(6)) and switches == 2, "each LoRA stack once, then the next"
+    grid = [int(n) for n in re.findall(r"#(\d+) :", stock.stdout + stock.stderr)]
+    assert grid == list(range(6))
+
+
+def test_grid_order_can_be_kept(tmp_path):
+    done = lcm_run(*GRID, "hydra.sweeper.order=grid", "plan=true", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "Plan: 6 jobs" in done.stdout
