@@ -25,6 +25,7 @@ class LoadedPipeline:
     lora_enabled: bool = True
     pristine: Dict[Tuple[str, str], Any] = field(default_factory=dict)  # weights before any fuse
     variants: Dict[str, Any] = field(default_factory=dict)  # from_pipe views, by pipeline class
+    prompt_embeddings: Dict[Tuple, Any] = field(default_factory=dict)  # see runner.prompts
 
 
 class _LastUsed:

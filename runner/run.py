@@ -106,7 +106,7 @@ def _new_record(cfg: DictConfig, plan: JobPlan, overrides: List[str]) -> Dict[st
 def _execute(plan: JobPlan, job_dir: Path, record: Dict[str, Any]) -> None:
     import torch  # imported here so that planning and errors stay instant
 
-    from runner import guards, lora, models, schedulers
+    from runner import guards, lora, models, prompts, schedulers
 
     timings = record["timings"]
     t = time.perf_counter()
@@ -136,9 +136,13 @@ def _execute(plan: JobPlan, job_dir: Path, record: Dict[str, Any]) -> None:
     timings["prepare"] = _since(t)
 
     t = time.perf_counter()
+    # The prompts go in as their (cached) embeddings: the same call as `call` says, minus the encoding.
+    texts, hit = prompts.cached_embeddings(loaded, pipe, plan.call, plan.adapters)
+    record["prompt_embeddings"] = "cached" if hit else "encoded"  # not a component: kept out of "cache"
+    keywords = {k: v for k, v in plan.call.items() if k not in ("prompt", "negative_prompt")}
     generators = [torch.Generator("cpu").manual_seed(seed) for seed in plan.seeds]
     with guards.watch_decode(pipe.vae) as decoded:
-        arrays = pipe(**plan.call, **images_in, generator=generators, output_type="np").images
+        arrays = pipe(**keywords, **texts, **images_in, generator=generators, output_type="np").images
     arrays, record["guards"] = guards.checked_images(pipe, arrays, decoded.get("latents"))
     images = pipe.image_processor.numpy_to_pil(arrays)  # what output_type="pil" does
     timings["generate"] = _since(t)

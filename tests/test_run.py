@@ -80,6 +80,17 @@ def test_run_json_records_everything_needed_to_rebuild_the_call(tiny_zoo, tmp_pa
         assert Image.open(job / image["file"]).size == (256, 256)
 
 
+def test_a_prompt_is_encoded_once_and_its_embeddings_give_the_same_pixels(tiny_zoo, tmp_path, fresh_cache):
+    first = run(make_config("zoo=tiny", "sampling.steps=2"), tmp_path / "a")
+    second = run(make_config("zoo=tiny", "sampling.steps=2", "sampling.seed=1"), tmp_path / "b")
+    other = run(make_config("zoo=tiny", "sampling.steps=2", "sampling.prompt=a red car"), tmp_path / "c")
+    assert [r["prompt_embeddings"] for r in (first, second, other)] == ["encoded", "cached", "encoded"]
+    cache.clear()
+    cold = run(make_config("zoo=tiny", "sampling.steps=2", "sampling.seed=1"), tmp_path / "d")
+    assert cold["prompt_embeddings"] == "encoded"
+    assert np.array_equal(job_pixels(second, tmp_path / "b"), job_pixels(cold, tmp_path / "d"))
+
+
 def test_image_i_uses_seed_plus_i(tiny_zoo, tmp_path, fresh_cache):
     pair = run(make_config("zoo=tiny", "sampling.num_images=2", "sampling.seed=3"), tmp_path / "pair")
     single = run(make_config("zoo=tiny", "sampling.seed=4"), tmp_path / "single")
