@@ -15,7 +15,7 @@ from typing import Any, Dict, List, Optional
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from runner import file_checks, records, sweep_plan
+from runner import file_checks, records, sweep_plan, writes
 from runner.config import job_identity
 from runner.errors import UserError
 from runner.plan import plan_job
@@ -100,6 +100,7 @@ class RunnerCallbacks(Callback):
         self.finished += 1
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        writes.flush()  # the last jobs' images may still be on their way to disk
         sweep_dir = Path(str(config.hydra.sweep.dir)).resolve()
         statuses: Dict[str, int] = {}
         for run_json in sweep_dir.glob(f"*/{records.RUN_JSON}"):

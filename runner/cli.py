@@ -17,6 +17,7 @@ from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
 import runner.config  # noqa: F401  (registers the structured schema before Hydra composes)
+from runner import writes
 from runner.errors import UserError
 from runner.run import run
 
@@ -31,10 +32,15 @@ def config_dir() -> str:
 
 @hydra.main(config_path=config_dir(), config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> None:
+    hydra_cfg = HydraConfig.get()
+    in_sweep = hydra_cfg.mode == RunMode.MULTIRUN
+    # Images are written in the background while the next job runs, when the sweep runs in this
+    # process (the end-of-sweep callback, in this process too, waits for them before reading).
+    in_process = str(hydra_cfg.launcher.get("_target_", "")).endswith("BasicLauncher")
     try:
-        run(cfg)
+        run(cfg, writer=writes.shared() if in_sweep and in_process else None)
     except Exception as error:
-        if HydraConfig.get().mode != RunMode.MULTIRUN:
+        if not in_sweep:
             raise
         # One failed job must not stop a sweep: it is recorded in its run.json, the sweep goes on,
         # and the end-of-sweep callback reports the failures and exits non-zero.

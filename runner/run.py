@@ -5,10 +5,11 @@
 from __future__ import annotations
 
 import copy
+import functools
 import logging
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Union
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
@@ -18,14 +19,17 @@ from runner import cache, conditioning, metadata, records
 from runner.config import job_identity, to_container
 from runner.errors import UserError
 from runner.plan import JobPlan, plan_job
+from runner.writes import BackgroundWriter
 
 log = logging.getLogger("lcm-run")
 
 
 def run(cfg: DictConfig, output_dir: Optional[Union[str, Path]] = None,
-        overrides: Optional[List[str]] = None) -> Dict[str, Any]:
+        overrides: Optional[List[str]] = None, writer: Optional[BackgroundWriter] = None) -> Dict[str, Any]:
     """Run one job into `output_dir` (default: the Hydra job folder) and return its run.json record.
-    `overrides` are recorded as the job's overrides (default: Hydra's, when Hydra runs the job)."""
+    `overrides` are recorded as the job's overrides (default: Hydra's, when Hydra runs the job).
+    With a `writer`, the images and run.json are written in the background: the record returned is
+    then still being completed (see runner.writes)."""
     started = time.perf_counter()
     job_dir = Path(output_dir if output_dir is not None else cfg.paths.output_dir).resolve()
     try:  # every user error surfaces here, before anything loads or is written
@@ -45,18 +49,42 @@ def run(cfg: DictConfig, output_dir: Optional[Union[str, Path]] = None,
     record = _new_record(cfg, plan, _overrides() if overrides is None else list(overrides))
     record["id"] = identity
     try:
-        _execute(plan, job_dir, record)
-        record["status"] = "ok"
+        outputs = _execute(plan, job_dir, record)
     except BaseException as error:
-        record["status"] = "failed"
-        record["error"] = f"{type(error).__name__}: {error}"
         if not isinstance(error, UserError):
             cache.clear()  # a model interrupted mid-change is not trusted: the next job reloads
+        _record_outcome(job_dir, record, started, error)
         raise
-    finally:
-        record["timings"]["total"] = round(time.perf_counter() - started, 4)
-        records.write_json(job_dir / records.RUN_JSON, record)
+    finish = functools.partial(_finish, job_dir, record, plan, outputs, started)
+    if writer is None:
+        finish()
+    else:
+        writer.submit(finish)
     return record
+
+
+def _finish(job_dir: Path, record: Dict[str, Any], plan: JobPlan, outputs, started: float) -> None:
+    """Save the images (and the side-by-side picture), then run.json: the job is done when it is."""
+    images, images_in = outputs
+    t = time.perf_counter()
+    try:
+        record["images"] = _save_images(job_dir, images, record, plan.seeds)
+        if images_in:
+            record["inputs"]["side_by_side"] = conditioning.save_side_by_side(job_dir, images_in, images)
+    except BaseException as error:
+        _record_outcome(job_dir, record, started, error)
+        raise
+    record["timings"]["save"] = _since(t)
+    _record_outcome(job_dir, record, started)
+
+
+def _record_outcome(job_dir: Path, record: Dict[str, Any], started: float,
+                    error: Optional[BaseException] = None) -> None:
+    record["status"] = "ok" if error is None else "failed"
+    if error is not None:
+        record["error"] = f"{type(error).__name__}: {error}"
+    record["timings"]["total"] = round(time.perf_counter() - started, 4)
+    records.write_json(job_dir / records.RUN_JSON, record)
 
 
 def _skip(job_dir: Path) -> Dict[str, Any]:
@@ -103,7 +131,8 @@ def _new_record(cfg: DictConfig, plan: JobPlan, overrides: List[str]) -> Dict[st
     }
 
 
-def _execute(plan: JobPlan, job_dir: Path, record: Dict[str, Any]) -> None:
+def _execute(plan: JobPlan, job_dir: Path, record: Dict[str, Any]) -> Tuple[List[Any], Dict[str, Any]]:
+    """Load, prepare and generate; returns the images and the conditioning images fed."""
     import torch  # imported here so that planning and errors stay instant
 
     from runner import guards, lora, models, prompts, schedulers
@@ -147,11 +176,7 @@ def _execute(plan: JobPlan, job_dir: Path, record: Dict[str, Any]) -> None:
     images = pipe.image_processor.numpy_to_pil(arrays)  # what output_type="pil" does
     timings["generate"] = _since(t)
 
-    t = time.perf_counter()
-    record["images"] = _save_images(job_dir, images, record, plan.seeds)
-    if images_in:
-        record["inputs"]["side_by_side"] = conditioning.save_side_by_side(job_dir, images_in, images)
-    timings["save"] = _since(t)
+    return images, images_in
 
 
 def _save_images(job_dir: Path, images: List[Any], record: Dict[str, Any], seeds) -> List[Dict[str, Any]]:

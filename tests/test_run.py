@@ -159,3 +159,26 @@ def test_existing_results_are_never_overwritten(tiny_zoo, tmp_path):
     with pytest.raises(UserError, match="already holds"):
         run(make_config("zoo=tiny", "sampling.seed=5"), job)
     assert {p.name: p.read_bytes() for p in job.iterdir()} == before
+
+
+def test_background_writes_give_the_same_files_and_record_failures(tiny_zoo, tmp_path, monkeypatch):
+    from runner import records
+    from runner.writes import BackgroundWriter
+
+    small = ("zoo=tiny", "sampling.height=64", "sampling.width=64")
+    direct = run(make_config(*small), tmp_path / "direct")
+    writer = BackgroundWriter()
+    queued = run(make_config(*small), tmp_path / "queued", writer=writer)
+    writer.flush()
+    on_disk = json.loads((tmp_path / "queued" / "run.json").read_text())
+    assert on_disk["status"] == "ok" and on_disk["images"] == direct["images"] == queued["images"]
+    assert np.array_equal(job_pixels(direct, tmp_path / "direct"), job_pixels(on_disk, tmp_path / "queued"))
+
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(records, "save_png", disk_full)
+    run(make_config(*small, "sampling.seed=3"), tmp_path / "full", writer=writer)  # returns: the write is queued
+    writer.flush()
+    failed = json.loads((tmp_path / "full" / "run.json").read_text())
+    assert failed["status"] == "failed" and "No space left on device" in failed["error"]
