@@ -133,9 +133,7 @@ def _new_record(cfg: DictConfig, plan: JobPlan, overrides: List[str]) -> Dict[st
 
 def _execute(plan: JobPlan, job_dir: Path, record: Dict[str, Any]) -> Tuple[List[Any], Dict[str, Any]]:
     """Load, prepare and generate; returns the images and the conditioning images fed."""
-    import torch  # imported here so that planning and errors stay instant
-
-    from runner import guards, lora, models, prompts, schedulers
+    from runner import generation, lora, models, schedulers  # torch: imported here, so that planning stays instant
 
     timings = record["timings"]
     t = time.perf_counter()
@@ -165,14 +163,7 @@ def _execute(plan: JobPlan, job_dir: Path, record: Dict[str, Any]) -> Tuple[List
     timings["prepare"] = _since(t)
 
     t = time.perf_counter()
-    # The prompts go in as their (cached) embeddings: the same call as `call` says, minus the encoding.
-    texts, hit = prompts.cached_embeddings(loaded, pipe, plan.call, plan.adapters)
-    record["prompt_embeddings"] = "cached" if hit else "encoded"  # not a component: kept out of "cache"
-    keywords = {k: v for k, v in plan.call.items() if k not in ("prompt", "negative_prompt")}
-    generators = [torch.Generator("cpu").manual_seed(seed) for seed in plan.seeds]
-    with guards.watch_decode(pipe.vae) as decoded:
-        arrays = pipe(**keywords, **texts, **images_in, generator=generators, output_type="np").images
-    arrays, record["guards"] = guards.checked_images(pipe, arrays, decoded.get("latents"))
+    arrays = generation.generate(loaded, pipe, plan, record, images_in)
     images = pipe.image_processor.numpy_to_pil(arrays)  # what output_type="pil" does
     timings["generate"] = _since(t)
 

@@ -57,15 +57,17 @@ def _arguments(params, arguments) -> List[str]:
 
 def cost_order(configs: Sequence[DictConfig]) -> List[int]:
     """Job indices ordered so that what is expensive to switch switches least: the base model, then
-    the LoRA stack (files; weights too when fused), then the conditioning model. Stable: jobs that
-    cost the same to switch keep their grid order."""
+    the LoRA stack (files; weights too when fused), then the conditioning model; then jobs that may
+    share one pipeline call (runner.batching) side by side. Stable: the rest keeps the grid order."""
+    from runner.batching import batch_key
+
     def cost(index: int):
         cfg = configs[index]
         stack = tuple((name, entry.source, entry.weight_name) for name, entry in cfg.lora.items())
         fused = tuple(entry.weight for entry in cfg.lora.values()) if cfg.fuse_lora else ()
         cond = cfg.conditioning
         return (str(cfg.model.source), str(cfg.model.variant), str(cfg.device), stack, bool(cfg.fuse_lora),
-                fused, str(cond.get("kind")), str(cond.get("model", "")))
+                fused, str(cond.get("kind")), str(cond.get("model", "")), batch_key(cfg))
     return sorted(range(len(configs)), key=cost)
 
 

@@ -49,3 +49,26 @@ def test_grid_order_can_be_kept(tmp_path):
     done = lcm_run(*GRID, "hydra.sweeper.order=grid", "plan=true", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert "Plan: 6 jobs" in done.stdout
+
+
+@pytest.mark.slow
+def test_jobs_differing_only_in_seed_or_prompt_share_one_call(tiny_zoo, tmp_path):
+    import json
+
+    grid = ["-m", "zoo=tiny", "sampling.height=64", "sampling.width=64", "sampling.seed=0,1,2",
+            "sampling.prompt=a fox,a red car", "sampling.steps=2"]
+    batched, alone = tmp_path / "batched", tmp_path / "alone"
+    assert lcm_run(*grid, f"hydra.sweep.dir={batched}", "hydra.sweeper.batch_size=4", cwd=tmp_path).returncode == 0
+    assert lcm_run(*grid, f"hydra.sweep.dir={alone}", "hydra.sweeper.batch_size=1", cwd=tmp_path).returncode == 0
+    records = {int(p.parent.name): json.loads(p.read_text()) for p in batched.glob("*/run.json")}
+    assert len(records) == 6 and all(r["status"] == "ok" for r in records.values())
+    calls = {}
+    for record in records.values():
+        calls.setdefault(record["batch"]["leader"], []).append(record["batch"]["images"])
+    assert sorted(len(v) for v in calls.values()) == [2, 4], "6 one-image jobs, at most 4 images a call"
+    for job, record in records.items():
+        assert "batch" not in json.loads((alone / str(job) / "run.json").read_text())
+        for image in record["images"]:
+            ours = np.asarray(Image.open(batched / str(job) / image["file"]), dtype=np.int16)
+            theirs = np.asarray(Image.open(alone / str(job) / image["file"]), dtype=np.int16)
+            assert np.abs(ours - theirs).max() <= 1, "batching may only change float rounding"

@@ -28,11 +28,14 @@ log = logging.getLogger(__name__)
 
 
 class LcmSweeper(Sweeper):
-    def __init__(self, params: Optional[Dict[str, str]] = None, order: str = "cost") -> None:
+    def __init__(self, params: Optional[Dict[str, str]] = None, order: str = "cost", batch_size: int = 8) -> None:
         if order not in ("cost", "grid"):
             raise ValueError(f"hydra.sweeper.order={order!r} is not one of cost, grid")
+        if batch_size < 1:
+            raise ValueError(f"hydra.sweeper.batch_size={batch_size} must be at least 1")
         self.params = params or {}
         self.order = order
+        self.batch_size = batch_size
         self.config: Optional[DictConfig] = None
         self.hydra_context: Optional[HydraContext] = None
         self.launcher = None
@@ -46,7 +49,7 @@ class LcmSweeper(Sweeper):
             hydra_context=hydra_context, task_function=task_function, config=config)
 
     def sweep(self, arguments: List[str]) -> List[Sequence[JobReturn]]:
-        from runner import sweep_plan  # the runner's planning code, torch-free
+        from runner import batching, sweep_plan  # the runner's planning code, torch-free
 
         assert self.config is not None and self.hydra_context is not None
         jobs = sweep_plan.grid(self.params, arguments, OverridesParser.create(config_loader=self.hydra_context.config_loader))
@@ -56,13 +59,14 @@ class LcmSweeper(Sweeper):
         if not isinstance(self.launcher, BasicLauncher):
             results = self.launcher.launch(jobs, initial_job_idx=0)
         else:
-            results = self._launch_composed(jobs, sweep_plan)
+            results = self._launch_composed(jobs, sweep_plan, batching)
         for result in results:
             _ = result.return_value  # as the basic sweeper: a failed job's exception surfaces here
         return [results]
 
-    def _launch_composed(self, jobs: List[List[str]], sweep_plan: Any) -> List[JobReturn]:
-        """BasicLauncher.launch, fed configs composed once per group choice, in cost order."""
+    def _launch_composed(self, jobs: List[List[str]], sweep_plan: Any, batching: Any) -> List[JobReturn]:
+        """BasicLauncher.launch, fed configs composed once per group choice, in cost order, jobs that
+        differ only in seed or prompt grouped to share a pipeline call (up to batch_size images)."""
         setup_globals()
         configs = sweep_plan.take_composed(self.config, jobs)
         for config in configs:
@@ -72,14 +76,17 @@ class LcmSweeper(Sweeper):
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
         log.info(f"Launching {len(jobs)} jobs locally ({self.order} order)")
         results: Dict[int, JobReturn] = {}
-        for idx in order:
-            log.info(f"\t#{idx} : {' '.join(filter_overrides(jobs[idx]))}")
-            config = configs[idx]
-            with open_dict(config):
-                config.hydra.job.id = idx
-                config.hydra.job.num = idx
-            results[idx] = run_job(hydra_context=self.hydra_context, task_function=self.task_function,
-                                   config=config, job_dir_key="hydra.sweep.dir",
-                                   job_subdir_key="hydra.sweep.subdir")
-            configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
+        for group in batching.group(configs, order, self.batch_size):
+            batching.expect([configs[idx] for idx in group])  # jobs that differ only in seed or prompt
+            for idx in group:
+                log.info(f"\t#{idx} : {' '.join(filter_overrides(jobs[idx]))}")
+                config = configs[idx]
+                with open_dict(config):
+                    config.hydra.job.id = idx
+                    config.hydra.job.num = idx
+                results[idx] = run_job(hydra_context=self.hydra_context, task_function=self.task_function,
+                                       config=config, job_dir_key="hydra.sweep.dir",
+                                       job_subdir_key="hydra.sweep.subdir")
+                configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
+        batching.clear()
         return [results[idx] for idx in range(len(jobs))]

@@ -1,0 +1,79 @@
+"""Jobs that differ only in seed or prompt, generated in one batched pipeline call.
+
+The sweeper sees the whole grid: it groups jobs whose configs are equal but for `sampling.seed`,
+`sampling.prompt` and `sampling.negative_prompt`, runs them one after another, and registers each
+group here. The group's first job (its leader) generates every image of the group in one call —
+one generator per image, exactly as each job would seed them alone — and leaves the others' images
+here; each following job of the group takes its own and records which call made them. On out of
+memory the leader falls back to generating alone.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any, Dict, List, Optional, Sequence
+
+from omegaconf import DictConfig, OmegaConf
+
+from runner.config import job_identity
+
+BATCHABLE = ("seed", "prompt", "negative_prompt")  # the sampling keys a batch may vary
+
+
+@dataclass
+class Ready:
+    images: Any  # this job's images (floats, as output_type="np")
+    info: Dict[str, Any]  # what run.json says about the call that made them
+
+
+_groups: Dict[str, List[DictConfig]] = {}  # leader's job id -> the group's configs, leader first
+_ready: Dict[str, Ready] = {}
+
+
+def batch_key(cfg: DictConfig) -> str:
+    """Equal for jobs that may share one pipeline call."""
+    values = {key: OmegaConf.to_container(cfg[key], resolve=True) if OmegaConf.is_config(cfg[key]) else cfg[key]
+              for key in cfg if key not in ("hydra", "paths")}
+    for key in BATCHABLE:
+        values["sampling"].pop(key, None)
+    return hashlib.sha256(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def group(configs: Sequence[DictConfig], order: Sequence[int], max_images: int) -> List[List[int]]:
+    """Consecutive runs of `order` that may share a call, each within `max_images` images."""
+    groups: List[List[int]] = []
+    key, images = None, 0
+    for index in order:
+        cfg = configs[index]
+        this_key, count = batch_key(cfg), int(cfg.sampling.num_images)
+        if groups and this_key == key and images + count <= max_images:
+            groups[-1].append(index)
+            images += count
+        else:
+            groups.append([index])
+            key, images = this_key, count
+    return groups
+
+
+def expect(configs: Sequence[DictConfig]) -> None:
+    """Register a group about to run, leader first."""
+    if len(configs) > 1:
+        _groups[job_identity(configs[0])] = list(configs)
+
+
+def members_led_by(identity: str) -> Optional[List[DictConfig]]:
+    return _groups.pop(identity, None)
+
+
+def put_ready(identity: str, ready: Ready) -> None:
+    _ready[identity] = ready
+
+
+def take_ready(identity: str) -> Optional[Ready]:
+    return _ready.pop(identity, None)
+
+
+def clear() -> None:
+    _groups.clear()
+    _ready.clear()

@@ -1,0 +1,75 @@
+"""The pipeline call of a job: prompts as their cached embeddings, one CPU generator per image
+(seed + i), the NaN / black-image guard, and batches of jobs that differ only in seed or prompt
+(runner.batching): one call for the whole group, each job's images handed to it."""
+from __future__ import annotations
+
+import logging
+from typing import Any, Dict, List, Sequence
+
+import numpy as np
+import torch
+
+from runner import batching, guards, prompts
+from runner.cache import LoadedPipeline
+from runner.config import job_identity
+from runner.plan import JobPlan, plan_job
+
+log = logging.getLogger("lcm-run")
+_TEXT = ("prompt", "negative_prompt")
+
+
+def generate(loaded: LoadedPipeline, pipe: Any, plan: JobPlan, record: Dict[str, Any],
+             images_in: Dict[str, Any]) -> np.ndarray:
+    """This job's images as floats in [0, 1] (output_type="np")."""
+    ready = batching.take_ready(record["id"])
+    if ready is not None:  # made by the call of an earlier job of this batch
+        record.update(ready.info)
+        return ready.images
+    members = batching.members_led_by(record["id"])
+    if members:
+        plans = [plan] + [plan_job(cfg) for cfg in members[1:]]
+        try:
+            return _batched(loaded, pipe, plans, [record["id"]] + [job_identity(c) for c in members[1:]],
+                            record, images_in)
+        except torch.OutOfMemoryError:
+            log.warning("a batch of %d jobs ran out of memory: generating them one by one", len(members))
+            torch.cuda.empty_cache()
+    texts, hit = prompts.cached_embeddings(loaded, pipe, plan.call, plan.adapters)
+    keywords = {k: v for k, v in plan.call.items() if k not in _TEXT}
+    arrays, record["guards"] = _call(pipe, keywords, texts, plan.seeds, images_in)
+    record["prompt_embeddings"] = "cached" if hit else "encoded"
+    return arrays
+
+
+def _batched(loaded: LoadedPipeline, pipe: Any, plans: Sequence[JobPlan], identities: Sequence[str],
+             record: Dict[str, Any], images_in: Dict[str, Any]) -> np.ndarray:
+    """One call for every image of the group: each job's embeddings repeated once per image."""
+    rows: Dict[str, List[torch.Tensor]] = {}
+    for plan in plans:
+        texts, _ = prompts.cached_embeddings(loaded, pipe, plan.call, plan.adapters)
+        for name, tensor in texts.items():
+            rows.setdefault(name, []).append(tensor.repeat(len(plan.seeds), *([1] * (tensor.dim() - 1))))
+    texts = {name: torch.cat(parts) for name, parts in rows.items()}
+    keywords = {k: v for k, v in plans[0].call.items() if k not in _TEXT + ("num_images_per_prompt",)}
+    seeds = [seed for plan in plans for seed in plan.seeds]
+    arrays, checks = _call(pipe, keywords, texts, seeds, images_in)
+    info = {"batch": {"leader": identities[0], "jobs": len(plans), "images": len(seeds)}, "guards": checks,
+            "prompt_embeddings": "cached"}
+    start = 0
+    for plan, identity in zip(plans, identities):
+        own = arrays[start:start + len(plan.seeds)]
+        start += len(plan.seeds)
+        if identity == identities[0]:
+            record.update(info)
+            mine = own
+        else:
+            batching.put_ready(identity, batching.Ready(own, info))
+    return mine
+
+
+def _call(pipe: Any, keywords: Dict[str, Any], texts: Dict[str, Any], seeds: Sequence[int],
+          images_in: Dict[str, Any]):
+    generators = [torch.Generator("cpu").manual_seed(seed) for seed in seeds]
+    with guards.watch_decode(pipe.vae) as decoded:
+        arrays = pipe(**keywords, **texts, **images_in, generator=generators, output_type="np").images
+    return guards.checked_images(pipe, arrays, decoded.get("latents"))
