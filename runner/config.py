@@ -45,6 +45,10 @@ class SamplingConfig:
 class DeviceConfig:
     type: str = "auto"  # auto | cpu | cuda | cuda:N | mps
     dtype: str = "auto"  # auto | float32 | float16 | bfloat16
+    channels_last: bool = False  # UNet in channels-last memory format (faster convolutions on GPUs)
+    vae_slicing: bool = False  # decode a batch one image at a time (less memory)
+    vae_tiling: bool = False  # decode large images in tiles (less memory, seams possible)
+    cpu_offload: str = "none"  # none | model | sequential: keep weights in CPU memory (small GPUs)
 
 
 @dataclass
@@ -93,6 +97,7 @@ OmegaConf.register_new_resolver("zoo_size", _zoo_size, replace=True)
 LIMITS = {"steps": 1000, "num_images": 256, "height": 8192, "width": 8192}
 DEVICE_TYPES = ("auto", "cpu", "cuda", "mps")
 DTYPES = ("auto", "float32", "float16", "bfloat16")
+OFFLOAD = ("none", "model", "sequential")
 # Only diffusers schedulers may be instantiated: a config (or a PNG's metadata) never names code.
 SCHEDULER_TARGET_PREFIX = "diffusers."
 SCHEDULER_TARGET_SUFFIX = "Scheduler.from_config"
@@ -162,6 +167,8 @@ def _problems(cfg: DictConfig) -> Iterator[str]:
     device_type = str(cfg.device.type)
     if device_type.split(":")[0] not in DEVICE_TYPES or not _valid_device_index(device_type):
         yield f"device.type={device_type!r} is not one of {', '.join(DEVICE_TYPES)} (or cuda:N)"
+    if cfg.device.cpu_offload not in OFFLOAD:
+        yield f"device.cpu_offload={cfg.device.cpu_offload!r} is not one of {', '.join(OFFLOAD)}"
     if cfg.device.dtype not in DTYPES:
         yield f"device.dtype={cfg.device.dtype!r} is not one of {', '.join(DTYPES)}"
     if cfg.on_invalid not in ("fail", "skip"):

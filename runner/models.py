@@ -44,14 +44,26 @@ def quiet_libraries() -> Iterator[None]:
             (lib.enable_progress_bar if bar else lib.disable_progress_bar)()
 
 
-def resolve_device(requested: str) -> str:
+def resolve_device(requested: str, gpu_count: "int | None" = None) -> str:
+    """The torch device for `device.type`. `auto` picks CUDA, then MPS, then CPU; with several CUDA
+    GPUs, each process takes one for its lifetime (`cuda:K`, runner.gpu_slots), so that the workers
+    of a launcher spread over the GPUs and each keeps its cached model on one. `gpu_count` stands in
+    for torch's count of CUDA GPUs (tests on machines without one)."""
     if requested != "auto":
         if requested.startswith("cuda") and not torch.cuda.is_available():
             raise UserError(f"device.type={requested!r} but torch sees no CUDA GPU here; use device=cpu or device=auto.")
         if requested == "mps" and not torch.backends.mps.is_available():
             raise UserError("device.type='mps' but MPS is not available here; use device=cpu or device=auto.")
         return requested
-    if torch.cuda.is_available():
+    from runner import gpu_slots
+
+    count = gpu_slots.cuda_gpu_count() if gpu_count is None else gpu_count
+    if count > 1:
+        slot = gpu_slots.claim(count)
+        if gpu_count is None:  # what "cuda" means in this process from now on, too
+            torch.cuda.set_device(slot)
+        return f"cuda:{slot}"
+    if count == 1:
         return "cuda"
     if torch.backends.mps.is_available():
         return "mps"
@@ -89,7 +101,7 @@ def load_pipeline(plan: JobPlan) -> Tuple[LoadedPipeline, bool]:
     """The base pipeline for a plan, and whether it came from the process cache."""
     device = resolve_device(plan.device)
     dtype = resolve_dtype(plan.dtype, device)
-    key = (plan.base.path, plan.variant, device, str(dtype))
+    key = (plan.base.path, plan.variant, device, str(dtype), plan.memory)
     entry = cache.pipelines.get(key)
     if entry is not None:
         return entry, True
@@ -97,10 +109,29 @@ def load_pipeline(plan: JobPlan) -> Tuple[LoadedPipeline, bool]:
     with quiet_libraries():
         pipe = DiffusionPipeline.from_pretrained(folder, dtype=dtype, variant=plan.variant,
                                                  use_safetensors=_safetensors_only(plan))
-    pipe.to(device)
+    _place(pipe, device, dict(plan.memory))
     entry = LoadedPipeline(pipe=pipe, folder=folder, scheduler_config=pipe.scheduler.config)
     cache.pipelines.put(key, entry)
     return entry, False
+
+
+def _place(pipe: Any, device: str, options: Dict[str, Any]) -> None:
+    """Put the pipeline on its device, held as the `device` options say."""
+    offload = options["cpu_offload"]
+    if offload != "none":
+        if not device.startswith("cuda"):
+            raise UserError(f"device.cpu_offload={offload!r} moves weights between CPU and a CUDA GPU, but this "
+                            f"job runs on {device!r}. Use device.cpu_offload=none, or run on a GPU.")
+        gpu = torch.device(device).index or 0
+        (pipe.enable_model_cpu_offload if offload == "model" else pipe.enable_sequential_cpu_offload)(gpu_id=gpu)
+    else:
+        pipe.to(device)
+    if options["channels_last"]:
+        pipe.unet.to(memory_format=torch.channels_last)
+    if options["vae_slicing"]:
+        pipe.vae.enable_slicing()
+    if options["vae_tiling"]:
+        pipe.vae.enable_tiling()
 
 
 def _safetensors_only(plan: JobPlan):

@@ -17,6 +17,9 @@ from runner.config import validate
 from runner.sources import Source
 
 
+MEMORY_OPTIONS = ("channels_last", "vae_slicing", "vae_tiling", "cpu_offload")
+
+
 @dataclass(frozen=True)
 class AdapterPlan:
     name: str  # adapter name in the pipeline (the key under `lora`)
@@ -30,6 +33,7 @@ class JobPlan:
     variant: Optional[str]
     device: str
     dtype: str
+    memory: Tuple[Tuple[str, Any], ...]  # device options that change how the pipeline is held
     scheduler: Dict[str, Any]  # `_target_`, `_partial_` and keyword overrides
     adapters: Tuple[AdapterPlan, ...]
     fuse_lora: bool
@@ -74,6 +78,7 @@ def plan_job(cfg: DictConfig) -> JobPlan:
         variant=sources.variant_for(base, cfg.model.variant),
         device=cfg.device.type,
         dtype=cfg.device.dtype,
+        memory=tuple((key, cfg.device[key]) for key in MEMORY_OPTIONS),
         scheduler=OmegaConf.to_container(cfg.scheduler, resolve=True),
         adapters=adapters,
         fuse_lora=bool(cfg.fuse_lora) and bool(adapters),

@@ -182,3 +182,20 @@ def test_background_writes_give_the_same_files_and_record_failures(tiny_zoo, tmp
     writer.flush()
     failed = json.loads((tmp_path / "full" / "run.json").read_text())
     assert failed["status"] == "failed" and "No space left on device" in failed["error"]
+
+
+def test_memory_options_keep_the_pixels(tiny_zoo, tmp_path, fresh_cache):
+    small = ("zoo=tiny", "sampling.height=64", "sampling.width=64", "sampling.num_images=2")
+    plain = run(make_config(*small), tmp_path / "plain")
+    held = run(make_config(*small, "device.channels_last=true", "device.vae_slicing=true",
+                           "device.vae_tiling=true"), tmp_path / "held")
+    assert held["cache"] == {"base": "miss"}, "options that change how the pipeline is held reload it"
+    for index in (0, 1):
+        assert mean_change(job_pixels(plain, tmp_path / "plain", index), job_pixels(held, tmp_path / "held", index)) <= 1
+
+
+def test_cpu_offload_without_a_gpu_is_refused_clearly(tiny_zoo, tmp_path):
+    from runner.errors import UserError
+
+    with pytest.raises(UserError, match="device.cpu_offload='model'"):
+        run(make_config("zoo=tiny", "device=cpu", "device.cpu_offload=model"), tmp_path / "job")
