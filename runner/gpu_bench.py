@@ -1,0 +1,170 @@
+"""`python -m runner.gpu_bench`: SDXL + LCM-LoRA latency at full size, eager against the fast options.
+
+No download is needed (and none is possible on the project's machines): the full-size SDXL UNet, VAE
+and both text encoders are built from their published configs with random weights — speed does not
+depend on weight values — with a rank-64 LoRA on the LCM-LoRA's layers, fused as the card fuses it.
+Each variant runs 1024², 4 LCM steps, batch 1 and batch 8, after a warm-up, and reports seconds per
+call, images/s and peak GPU memory. `--tiny` builds the same architectures scaled down, for a smoke
+run on a CPU. Results go to gpu_bench.json / gpu_bench.md (default bench-results/).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Sequence
+
+import torch
+
+# stabilityai/stable-diffusion-xl-base-1.0: unet/config.json, vae/config.json, text_encoder(_2)/config.json
+SDXL_UNET = dict(
+    sample_size=128, in_channels=4, out_channels=4, layers_per_block=2, block_out_channels=(320, 640, 1280),
+    down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+    up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+    transformer_layers_per_block=(1, 2, 10), attention_head_dim=(5, 10, 20), cross_attention_dim=2048,
+    use_linear_projection=True, addition_embed_type="text_time", addition_time_embed_dim=256,
+    projection_class_embeddings_input_dim=2816, norm_num_groups=32,
+)
+SDXL_VAE = dict(
+    in_channels=3, out_channels=3, latent_channels=4, layers_per_block=2, block_out_channels=(128, 256, 512, 512),
+    down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
+    sample_size=1024, scaling_factor=0.13025, force_upcast=True,
+)
+CLIP_L = dict(hidden_size=768, intermediate_size=3072, num_attention_heads=12, num_hidden_layers=12,
+              projection_dim=768, hidden_act="quick_gelu")
+CLIP_BIGG = dict(hidden_size=1280, intermediate_size=5120, num_attention_heads=20, num_hidden_layers=32,
+                 projection_dim=1280, hidden_act="gelu")
+# The same architectures, narrow enough for a CPU smoke run.
+TINY = dict(
+    unet=dict(block_out_channels=(32, 64, 128), transformer_layers_per_block=(1, 1, 2), attention_head_dim=(2, 4, 8),
+              cross_attention_dim=96, addition_time_embed_dim=8, projection_class_embeddings_input_dim=112,
+              sample_size=32),
+    vae=dict(block_out_channels=(32, 64, 64, 64), layers_per_block=1, sample_size=256),
+    clip_l=dict(hidden_size=32, intermediate_size=128, num_attention_heads=4, num_hidden_layers=2, projection_dim=32),
+    clip_g=dict(hidden_size=64, intermediate_size=256, num_attention_heads=4, num_hidden_layers=2, projection_dim=64),
+)
+LCM_LORA_TARGETS = ["to_q", "to_k", "to_v", "to_out.0", "proj_in", "proj_out", "ff.net.0.proj", "ff.net.2",
+                    "conv1", "conv2", "conv_shortcut", "downsamplers.0.conv", "upsamplers.0.conv", "time_emb_proj"]
+
+
+def build_pipeline(tiny: bool, dtype: torch.dtype, device: str) -> Any:
+    """SDXL with random weights from its configs, LCMScheduler, a random rank-64 LoRA fused in."""
+    from diffusers import AutoencoderKL, LCMScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
+    from peft import LoraConfig
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
+
+    from runner import zoo  # its tokenizer: any CLIP vocabulary times the same
+
+    torch.manual_seed(0)
+    text = dict(vocab_size=49408, max_position_embeddings=77)
+    with torch.device(device):  # initialise on the GPU: 3.5 B random parameters are slow on a CPU
+        unet = UNet2DConditionModel(**{**SDXL_UNET, **(TINY["unet"] if tiny else {})})
+        vae = AutoencoderKL(**{**SDXL_VAE, **(TINY["vae"] if tiny else {})})
+        encoder = CLIPTextModel(CLIPTextConfig(**text, **{**CLIP_L, **(TINY["clip_l"] if tiny else {})}))
+        encoder_2 = CLIPTextModelWithProjection(
+            CLIPTextConfig(**text, **{**CLIP_BIGG, **(TINY["clip_g"] if tiny else {})}))
+    tokenizers = zoo.ensure_zoo() / "sdxl-base"
+    scheduler = LCMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", steps_offset=1,
+                             timestep_spacing="leading")
+    pipe = StableDiffusionXLPipeline(
+        vae=vae, text_encoder=encoder, text_encoder_2=encoder_2, unet=unet, scheduler=scheduler,
+        tokenizer=CLIPTokenizer.from_pretrained(tokenizers / "tokenizer"),
+        tokenizer_2=CLIPTokenizer.from_pretrained(tokenizers / "tokenizer_2"))
+    unet.add_adapter(LoraConfig(r=64, lora_alpha=64, target_modules=LCM_LORA_TARGETS, init_lora_weights="gaussian"),
+                     adapter_name="lcm")
+    pipe.fuse_lora(adapter_names=["lcm"])
+    pipe.unload_lora_weights()  # fused: the LoRA's layers are gone, its effect stays in the weights
+    return pipe.to(device, dtype)
+
+
+def variants(device: str) -> Dict[str, Callable[[Any], None]]:
+    """What each variant changes on a fresh eager pipeline."""
+    def channels_last(pipe):
+        pipe.unet.to(memory_format=torch.channels_last)
+
+    def compiled(pipe):
+        channels_last(pipe)
+        pipe.unet.compile_repeated_blocks(fullgraph=True)  # regional: compiles one block, reuses it
+
+    def fp16_fix_vae(pipe):
+        pipe.vae.config.force_upcast = False  # as with madebyollin/sdxl-vae-fp16-fix: decode in fp16
+
+    chosen = {"eager": lambda pipe: None, "channels_last": channels_last, "vae_fp16_decode": fp16_fix_vae}
+    if device.startswith("cuda"):
+        chosen["compile_regional+channels_last"] = compiled
+        chosen["all"] = lambda pipe: (compiled(pipe), fp16_fix_vae(pipe))
+    return chosen
+
+
+def measure(pipe: Any, size: int, steps: int, batch: int, repeats: int, device: str) -> Dict[str, float]:
+    call = dict(prompt=["a photo of a cat"] * batch, num_inference_steps=steps, guidance_scale=0.0,
+                height=size, width=size, output_type="np")
+    pipe.set_progress_bar_config(disable=True)
+    pipe(**call)  # warm-up (and compilation)
+    synchronize = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+    if device.startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats()
+    times = []
+    for _ in range(repeats):
+        synchronize()
+        start = time.perf_counter()
+        pipe(**call)
+        synchronize()
+        times.append(time.perf_counter() - start)
+    best = min(times)
+    peak = torch.cuda.max_memory_allocated() / 2**30 if device.startswith("cuda") else None
+    return {"seconds_per_call": round(best, 4), "seconds_per_image": round(best / batch, 4),
+            "images_per_second": round(batch / best, 3), "peak_gib": None if peak is None else round(peak, 2)}
+
+
+def run(tiny: bool, size: int, steps: int, batches: Sequence[int], repeats: int) -> Dict[str, Any]:
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    dtype = torch.float16 if device == "cuda" else torch.float32
+    rows: List[Dict[str, Any]] = []
+    for name, change in variants(device).items():
+        pipe = build_pipeline(tiny, dtype, device)
+        change(pipe)
+        for batch in batches:
+            rows.append({"variant": name, "batch": batch, **measure(pipe, size, steps, batch, repeats, device)})
+        del pipe
+        if device == "cuda":
+            torch.cuda.empty_cache()
+    gpu = torch.cuda.get_device_name(0) if device == "cuda" else None
+    return {"device": device, "gpu": gpu, "dtype": str(dtype), "tiny": tiny, "size": size, "steps": steps,
+            "torch": torch.__version__, "python": platform.python_version(), "rows": rows}
+
+
+def to_markdown(result: Dict[str, Any]) -> str:
+    title = (f"SDXL + LCM-LoRA (fused), {result['size']}², {result['steps']} steps, {result['dtype']} on "
+             f"{result['gpu'] or result['device']}{' (tiny architectures)' if result['tiny'] else ''}")
+    lines = [f"### {title}", "", "| variant | batch | s / call | s / image | images/s | peak GiB |",
+             "|---|---:|---:|---:|---:|---:|"]
+    lines += [f"| {r['variant']} | {r['batch']} | {r['seconds_per_call']} | {r['seconds_per_image']} | "
+              f"{r['images_per_second']} | {r['peak_gib'] if r['peak_gib'] is not None else '-'} |"
+              for r in result["rows"]]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m runner.gpu_bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--tiny", action="store_true", help="scaled-down architectures (CPU smoke run)")
+    parser.add_argument("--size", type=int, default=None, help="image size (default 1024, or 256 with --tiny)")
+    parser.add_argument("--steps", type=int, default=4)
+    parser.add_argument("--batches", default="1,8", help="comma-separated batch sizes")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--out", type=Path, default=Path("bench-results"))
+    args = parser.parse_args(argv)
+    size = args.size or (256 if args.tiny else 1024)
+    result = run(args.tiny, size, args.steps, [int(b) for b in args.batches.split(",")], args.repeats)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "gpu_bench.json").write_text(json.dumps(result, indent=2) + "\n")
+    table = to_markdown(result)
+    (args.out / "gpu_bench.md").write_text(table)
+    print(table)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,20 @@
+"""The GPU benchmark's code path, on the scaled-down architectures and the CPU: it builds SDXL from
+configs, fuses a LoRA, times every variant and writes its tables (the numbers are not asserted)."""
+import json
+
+from runner import gpu_bench
+
+
+def test_the_gpu_benchmark_runs_end_to_end_on_tiny_architectures(tiny_zoo, tmp_path):
+    assert gpu_bench.main(["--tiny", "--size", "64", "--batches", "1,2", "--repeats", "1", "--out", str(tmp_path)]) == 0
+    result = json.loads((tmp_path / "gpu_bench.json").read_text())
+    assert result["tiny"] is True and result["size"] == 64
+    assert {(r["variant"], r["batch"]) for r in result["rows"]} >= {("eager", 1), ("eager", 2), ("channels_last", 1)}
+    assert all(r["seconds_per_call"] > 0 and r["images_per_second"] > 0 for r in result["rows"])
+    assert "| eager | 2 |" in (tmp_path / "gpu_bench.md").read_text()
+
+
+def test_full_size_configs_are_sdxl():
+    assert gpu_bench.SDXL_UNET["transformer_layers_per_block"] == (1, 2, 10)
+    assert gpu_bench.SDXL_UNET["cross_attention_dim"] == gpu_bench.CLIP_L["hidden_size"] + gpu_bench.CLIP_BIGG["hidden_size"]
+    assert gpu_bench.SDXL_UNET["projection_class_embeddings_input_dim"] == 6 * 256 + gpu_bench.CLIP_BIGG["projection_dim"]
