@@ -2,10 +2,12 @@
 
 The sweeper sees the whole grid: it groups jobs whose configs are equal but for `sampling.seed`,
 `sampling.prompt` and `sampling.negative_prompt`, runs them one after another, and registers each
-group here. The group's first job (its leader) generates every image of the group in one call —
+group here. The group's first job to run (its leader) generates every image of the group in one call —
 one generator per image, exactly as each job would seed them alone — and leaves the others' images
-here; each following job of the group takes its own and records which call made them. On out of
-memory the leader falls back to generating alone.
+here; each following job of the group takes its own and records which call made them. A resumed
+sweep makes the same calls (a finished leader steps down and the next member makes the group's
+call), so its pixels equal an uninterrupted sweep's. On out of memory the leader falls back to
+generating alone.
 """
 from __future__ import annotations
 
@@ -64,6 +66,18 @@ def expect(configs: Sequence[DictConfig]) -> None:
 
 def members_led_by(identity: str) -> Optional[List[DictConfig]]:
     return _groups.pop(identity, None)
+
+
+def step_down(identity: str) -> None:
+    """A leader with nothing to do (its results were already complete: resume) hands the whole group
+    to the next member, so that the group's call, and so its float rounding, stays the same."""
+    group = _groups.pop(identity, None)
+    if group is None:
+        return
+    identities = [job_identity(cfg) for cfg in group]
+    following = identities[identities.index(identity) + 1:]
+    if following:
+        _groups[following[0]] = group
 
 
 def put_ready(identity: str, ready: Ready) -> None:

@@ -15,7 +15,7 @@ from typing import Any, Dict, List, Optional
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from runner import file_checks, records, sweep_plan, writes
+from runner import chunks, file_checks, records, sweep_plan, writes
 from runner.config import job_identity
 from runner.errors import UserError
 from runner.plan import plan_job
@@ -35,6 +35,9 @@ class RunnerCallbacks(Callback):
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         # Hydra creates the run folder right after this: refuse bad input before it exists.
         # Hydra turns a callback's Exception into a warning, so leave with SystemExit instead.
+        if config.get(chunks.KEY):
+            raise SystemExit(f"Error: {chunks.KEY}={config[chunks.KEY]!r} groups grid points into one job of "
+                             "a -m sweep: add -m.")
         if config.plan:
             report = sweep_plan.check_single(config)
             print(report)
@@ -66,7 +69,10 @@ class RunnerCallbacks(Callback):
             return
         # Every job is composed and checked before any runs or loads: a typo in job 401 must not
         # surface after 400 jobs of work.
-        planned = sweep_plan.plan_jobs(config, jobs)
+        try:  # a chunked job is checked, and planned, grid point by grid point
+            planned = sweep_plan.plan_jobs(config, chunks.expand_jobs(jobs))
+        except UserError as error:
+            raise SystemExit(f"Error: {error}") from None
         if config.plan:  # a dry run: say what would happen, stop
             print(sweep_plan.describe(planned, sweep_dir))
             raise SystemExit(1 if any(job.error for job in planned) else 0)

@@ -17,9 +17,10 @@ from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
 import runner.config  # noqa: F401  (registers the structured schema before Hydra composes)
+import runner.gpu_slots  # noqa: F401  (registers ${gpus:}, used by conf/hydra/launcher/)
 from runner import writes
+from runner.chunks import run_job
 from runner.errors import UserError
-from runner.run import run
 
 log = logging.getLogger("lcm-run")
 
@@ -38,7 +39,7 @@ def main(cfg: DictConfig) -> None:
     # process (the end-of-sweep callback, in this process too, waits for them before reading).
     in_process = str(hydra_cfg.launcher.get("_target_", "")).endswith("BasicLauncher")
     try:
-        run(cfg, writer=writes.shared() if in_sweep and in_process else None)
+        run_job(cfg, writer=writes.shared() if in_sweep and in_process else None)  # each point of a chunk
     except Exception as error:
         if not in_sweep:
             raise

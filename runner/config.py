@@ -80,6 +80,9 @@ class RunConfig:
     plan: bool = False  # a dry run: say what would run and load, load and write nothing
     on_invalid: str = "fail"  # a sweep with invalid jobs: "fail" before running any, or "skip" them
     allow_pickle: bool = False  # load pickle weights (.bin/.ckpt), which can run code: trusted files only
+    # Grid points this one job of a -m sweep runs one after another, each into its own job folder:
+    # overrides in Hydra's grammar, e.g. "sampling.seed=0,1,2,3" (runner.chunks). null: the job alone.
+    chunk: Optional[str] = None
 
 
 ConfigStore.instance().store(name="run_schema", node=RunConfig)

@@ -27,10 +27,10 @@ def generate(loaded: LoadedPipeline, pipe: Any, plan: JobPlan, record: Dict[str,
         return ready.images
     members = batching.members_led_by(record["id"])
     if members:
-        plans = [plan] + [plan_job(cfg) for cfg in members[1:]]
+        identities = [job_identity(cfg) for cfg in members]
+        plans = [plan if identity == record["id"] else plan_job(cfg) for identity, cfg in zip(identities, members)]
         try:
-            return _batched(loaded, pipe, plans, [record["id"]] + [job_identity(c) for c in members[1:]],
-                            record, images_in)
+            return _batched(loaded, pipe, plans, identities, record, images_in)
         except torch.OutOfMemoryError:
             log.warning("a batch of %d jobs ran out of memory: generating them one by one", len(members))
             torch.cuda.empty_cache()
@@ -53,16 +53,16 @@ def _batched(loaded: LoadedPipeline, pipe: Any, plans: Sequence[JobPlan], identi
     keywords = {k: v for k, v in plans[0].call.items() if k not in _TEXT + ("num_images_per_prompt",)}
     seeds = [seed for plan in plans for seed in plan.seeds]
     arrays, checks = _call(pipe, keywords, texts, seeds, images_in)
-    info = {"batch": {"leader": identities[0], "jobs": len(plans), "images": len(seeds)}, "guards": checks,
+    info = {"batch": {"leader": record["id"], "jobs": len(plans), "images": len(seeds)}, "guards": checks,
             "prompt_embeddings": "cached"}
     start = 0
     for plan, identity in zip(plans, identities):
         own = arrays[start:start + len(plan.seeds)]
         start += len(plan.seeds)
-        if identity == identities[0]:
+        if identity == record["id"]:
             record.update(info)
             mine = own
-        else:
+        else:  # a member already complete (resumed sweep) never collects its share: no harm
             batching.put_ready(identity, batching.Ready(own, info))
     return mine
 

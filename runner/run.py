@@ -7,6 +7,8 @@ from __future__ import annotations
 import copy
 import functools
 import logging
+import os
+import socket
 import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple, Union
@@ -15,7 +17,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from runner import cache, conditioning, metadata, records
+from runner import batching, cache, conditioning, metadata, records
 from runner.config import job_identity, to_container
 from runner.errors import UserError
 from runner.plan import JobPlan, plan_job
@@ -40,6 +42,7 @@ def run(cfg: DictConfig, output_dir: Optional[Union[str, Path]] = None,
         _record_rejected_sweep_job(job_dir, cfg, error)
         raise
     if previous == "complete":
+        batching.step_down(identity)
         return _skip(job_dir)
     if previous == "partial":
         log.info("redoing an unfinished attempt of this job in %s", job_dir)
@@ -124,6 +127,7 @@ def _new_record(cfg: DictConfig, plan: JobPlan, overrides: List[str]) -> Dict[st
         "inputs": {},
         "images": [],
         "device": None,
+        "process": {"pid": os.getpid(), "host": socket.gethostname()},  # which launcher worker ran it
         "timings": {},
         "cache": {},
         "versions": records.versions(),
