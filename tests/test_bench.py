@@ -1,0 +1,67 @@
+"""`python -m runner.bench --quick` runs every scenario three ways and writes results that add up.
+
+No timing is asserted (the machine may be busy): only that every time is there and positive, that
+the ratios come from those times, and that lcm-run and the naive app made the floor's pixels."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+SCENARIOS = {"seed_sweep", "steps_x_guidance", "lora_weight", "controlnet_scale"}
+METHODS = {"floor", "lcm_run", "naive"}
+
+
+def first_table(markdown):
+    """The first markdown table's rows as {first cell: {column: cell}}, separator row left out."""
+    lines = markdown.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("|"))
+    rows = []
+    for line in lines[start:]:
+        if not line.startswith("|"):
+            break
+        rows.append([cell.strip() for cell in line.strip().strip("|").split("|")])
+    header, body = rows[0], rows[2:]
+    assert all(len(row) == len(header) for row in body)
+    return {row[0]: dict(zip(header, row)) for row in body}
+
+
+def test_quick_bench_writes_consistent_json_and_markdown(tiny_zoo, tmp_path):
+    env = dict(os.environ, HF_HUB_OFFLINE="1")
+    done = subprocess.run([sys.executable, "-m", "runner.bench", "--quick", "--out", str(tmp_path)],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-4000:]
+
+    result = json.loads((tmp_path / "bench.json").read_text())
+    assert {"cpus", "torch_threads", "torch", "diffusers"} <= set(result["machine"])
+    assert {s["name"] for s in result["scenarios"]} == SCENARIOS
+    for scenario in result["scenarios"]:
+        name, wall = scenario["name"], scenario["wall_s"]
+        assert set(wall) == METHODS and all(seconds > 0 for seconds in wall.values()), name
+        assert scenario["ratios"]["lcm_run/floor"] == pytest.approx(wall["lcm_run"] / wall["floor"], abs=1e-3)
+        assert scenario["ratios"]["naive/floor"] == pytest.approx(wall["naive"] / wall["floor"], abs=1e-3)
+        overhead = (wall["lcm_run"] - wall["floor"]) / scenario["jobs"] * 1000
+        assert scenario["lcm_run_overhead_ms_per_job"] == pytest.approx(overhead, abs=0.1)
+        # lcm-run batches the seed sweep into one call, which may move a pixel by one level (float
+        # rounding, as tests/test_sweeper.py allows); everything else is pixel for pixel.
+        assert scenario["images_equal"]["naive"], name
+        batched = scenario["lcm_run_batched_jobs"] > 0
+        assert scenario["images_equal"]["lcm_run"] or (batched and scenario["pixels_max_difference"]["lcm_run"] <= 1)
+    for sweeper in ("hydra_basic", "lcm_run"):
+        empty = result["empty_task"][sweeper]
+        assert empty["one_job_s"] > 0 and empty["n_jobs_s"] > 0
+        assert empty["ms_per_job"] == pytest.approx(
+            (empty["n_jobs_s"] - empty["one_job_s"]) / (empty["jobs"] - 1) * 1000, abs=1.0)
+
+    markdown = (tmp_path / "bench.md").read_text()
+    assert markdown in done.stdout
+    table = first_table(markdown)
+    assert set(table) == SCENARIOS
+    for scenario in result["scenarios"]:
+        row = table[scenario["name"]]
+        assert float(row["b/a"]) == pytest.approx(scenario["ratios"]["lcm_run/floor"], abs=0.01)
+        assert row["c = a pixels"] == "yes"
+        assert (row["b = a pixels"] == "yes") == scenario["images_equal"]["lcm_run"]
+    assert f"{result['machine']['cpus']} CPUs" in markdown
+    assert not list(tmp_path.glob(".bench-work-*")), "the images and sweeps are temporary"
