@@ -53,10 +53,11 @@ from runner.report import build_report
 F32 = torch.float32
 METHODS = ("floor", "lcm_run", "naive")
 COMPUTE_PHASES = ("load", "prepare", "generate")  # run.json timings on the critical path
+BASIC_SWEEPER = "hydra/sweeper=basic"
 WITHOUT_RUNNER_CALLBACKS = "~hydra.callbacks.lcm_runner"
 # A plain Hydra app over the project's config: Hydra's own sweeper, none of lcm-run's callbacks.
-PLAIN_HYDRA = ["hydra/sweeper=basic", WITHOUT_RUNNER_CALLBACKS]
-SWEEPERS = {"hydra_basic": ["hydra/sweeper=basic"], "lcm_run": []}  # lcm-run's sweeper is the default
+PLAIN_HYDRA = [BASIC_SWEEPER, WITHOUT_RUNNER_CALLBACKS]
+SWEEPERS = {"hydra_basic": [BASIC_SWEEPER], "lcm_run": []}  # lcm-run's sweeper is the default
 FLOOR_SAVES = "PNG via image.save (no metadata, no fsync)"
 
 Job = Dict[str, Any]  # config key -> value, e.g. {"sampling.seed": 3}
