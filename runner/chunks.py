@@ -141,13 +141,13 @@ def run_chunk(cfg: DictConfig, chunk: str, job_dir: Path, overrides: Sequence[st
         try:
             if isinstance(composed, Exception):
                 raise UserError(f"grid point {' '.join(point)} cannot be composed: {_first_line(composed)}")
-            point_cfg = _task_config(composed, folder)
+            point_cfg = _task_config(composed.task, folder)
             plan_job(point_cfg)  # an invalid point is recorded as such, beside the others
         except UserError as error:
             failed += 1
             log.error("grid point %d/%d (%s) rejected (recorded in its run.json): %s", index + 1, len(points),
                       " ".join(inner), error)
-            _record_rejected(folder, point, None if isinstance(composed, Exception) else composed, error)
+            _record_rejected(folder, point, None if isinstance(composed, Exception) else composed.task, error)
             continue
         runnable.append((index, folder, point, inner, point_cfg))
     configs = [entry[-1] for entry in runnable]
@@ -173,18 +173,18 @@ def run_chunk(cfg: DictConfig, chunk: str, job_dir: Path, overrides: Sequence[st
     return done
 
 
-def _task_config(composed: DictConfig, folder: Path) -> DictConfig:
-    """The config the task function would get for this point: no `hydra` node, no `chunk`."""
-    cfg = copy.deepcopy(composed)
+def _task_config(task: DictConfig, folder: Path) -> DictConfig:
+    """The config the task function would get for this point (its composed task config), with no
+    `chunk` and its own folder."""
+    cfg = copy.deepcopy(task)
     with read_write(cfg), open_dict(cfg):
-        del cfg["hydra"]
         if cfg.get(KEY):  # set by a config file rather than the command line: this point is one job
             cfg[KEY] = None
         cfg.paths.output_dir = str(folder)
     return cfg
 
 
-def _record_rejected(folder: Path, overrides: List[str], composed: Optional[DictConfig], error: Exception) -> None:
+def _record_rejected(folder: Path, overrides: List[str], task: Optional[DictConfig], error: Exception) -> None:
     """Say why a point left no images, as runner.run does for a rejected sweep job. A folder that
     holds anything already keeps it."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -192,11 +192,11 @@ def _record_rejected(folder: Path, overrides: List[str], composed: Optional[Dict
         return
     record: Dict[str, Any] = {"status": "failed", "overrides": list(overrides),
                               "error": f"{type(error).__name__}: {error}"}
-    if composed is not None:
+    if task is not None:
         try:  # the values are what was wrong, but they still place the point in the sweep's grid
             from runner.config import to_container
 
-            record["config"] = to_container(_task_config(composed, folder))
+            record["config"] = to_container(_task_config(task, folder))
         except Exception:
             pass
     records.write_json(folder / records.RUN_JSON, record)

@@ -1,10 +1,12 @@
 """The sweep seen whole: every job composed as Hydra composes it (but once per config-group choice),
 all bad jobs found before anything runs."""
+import copy
+
 import pytest
 from hydra import initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.types import RunMode
-from omegaconf import OmegaConf
+from omegaconf import OmegaConf, open_dict, read_write
 
 from conftest import CONF
 from runner import sweep_plan
@@ -30,11 +32,37 @@ def test_each_job_config_equals_hydras_own_compose(arguments, loader):
     master = loader.load_configuration("config", arguments, run_mode=RunMode.MULTIRUN)
     jobs, swept = sweep_plan.expand(master)
     assert jobs and all(isinstance(job, list) for job in jobs)
-    for job, fast in zip(jobs, sweep_plan.compose_jobs(master, jobs)):
+    for number, (job, fast) in enumerate(zip(jobs, sweep_plan.compose_jobs(master, jobs))):
         slow = loader.load_sweep_config(master, job)
         assert not isinstance(fast, Exception), fast
-        assert OmegaConf.to_container(fast) == OmegaConf.to_container(slow), job
-        assert OmegaConf.to_yaml(fast) == OmegaConf.to_yaml(slow), "key order too"
+        task = copy.deepcopy(slow)  # what Hydra's run_job gives the task function
+        with read_write(task), open_dict(task):
+            del task["hydra"]
+        assert OmegaConf.to_yaml(fast.task) == OmegaConf.to_yaml(task), "values and key order"
+        assert fast.task._metadata.flags == task._metadata.flags, "struct / readonly as Hydra's"
+        with open_dict(slow):
+            slow.hydra.job.id = slow.hydra.job.num = number
+        with fast.applied(number) as config:  # the group's config, this job's values in place
+            assert OmegaConf.to_yaml(config) == OmegaConf.to_yaml(slow), job
+            assert OmegaConf.to_yaml(fast.group.hydra) == OmegaConf.to_yaml(OmegaConf.masked_copy(slow, "hydra"))
+            assert fast.group.hydra.hydra._get_parent() is config, "interpolations into the job's config"
+
+
+def test_a_group_config_is_put_back_after_each_job(loader):
+    master = loader.load_configuration("config", ["zoo=tiny", "+sampling.extra=1,2", "~lora.lcm", "sampling.steps=3"],
+                                       run_mode=RunMode.MULTIRUN)
+    jobs, _ = sweep_plan.expand(master)
+    composed = list(sweep_plan.compose_jobs(master, jobs))
+    group = composed[0].group
+    assert all(job.group is group for job in composed)
+    def outside_hydra():
+        return [(key, value) for key, value in OmegaConf.to_container(group.config).items() if key != "hydra"]
+
+    untouched = outside_hydra()
+    for number, job in enumerate(composed):
+        with job.applied(number) as config:
+            assert config.sampling.extra == number + 1 and "lcm" not in config.lora and config.sampling.steps == 3
+    assert outside_hydra() == untouched
 
 
 def test_sweeper_params_from_an_experiment_are_expanded(loader):

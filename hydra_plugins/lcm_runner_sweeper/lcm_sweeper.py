@@ -5,9 +5,9 @@ launcher), ~0.16 s each: on a GPU, where a 4-step image takes a few tenths of a 
 a sweep. This sweeper expands the grid exactly as the basic one does (same grammar, same
 `hydra.sweeper.params`), composes once per distinct set of config-group choices and applies the value
 overrides by merging (runner.sweep_plan.compose_jobs, tested equal to Hydra's own compose), and, with
-Hydra's basic launcher, runs each job through Hydra's own `run_job` (same folders, same `.hydra/`
-files, same callbacks) in the order that switches models least: base model, then LoRA stack, then
-conditioning, then cheap knobs. Job numbers keep the grid's order. Any other launcher (joblib,
+Hydra's basic launcher, runs each job through a lean copy of Hydra's `run_job` (runner.launch: same
+folders, same `.hydra/` files, same callbacks, without a deep copy of the config per job) in the
+order that switches models least: base model, then LoRA stack, then conditioning, then cheap knobs. Job numbers keep the grid's order. Any other launcher (joblib,
 submitit...) gets the jobs' overrides, as from the basic sweeper.
 """
 from __future__ import annotations
@@ -19,10 +19,10 @@ from typing import Any, Dict, List, Optional, Sequence
 from hydra._internal.core_plugins.basic_launcher import BasicLauncher
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.plugins import Plugins
-from hydra.core.utils import JobReturn, configure_log, filter_overrides, run_job, setup_globals
+from hydra.core.utils import JobReturn, configure_log, filter_overrides, setup_globals
 from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf
 
 log = logging.getLogger(__name__)
 
@@ -67,11 +67,14 @@ class LcmSweeper(Sweeper):
     def _launch_composed(self, jobs: List[List[str]], sweep_plan: Any, batching: Any) -> List[JobReturn]:
         """BasicLauncher.launch, fed configs composed once per group choice, in cost order, jobs that
         differ only in seed or prompt grouped to share a pipeline call (up to batch_size images)."""
+        from runner import launch
+
         setup_globals()
-        configs = sweep_plan.take_composed(self.config, jobs)
-        for config in configs:
-            if isinstance(config, Exception):
-                raise config
+        composed = sweep_plan.take_composed(self.config, jobs)
+        for job in composed:
+            if isinstance(job, Exception):
+                raise job
+        configs = [job.task for job in composed]
         order = sweep_plan.cost_order(configs) if self.order == "cost" else list(range(len(jobs)))
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
         log.info(f"Launching {len(jobs)} jobs locally ({self.order} order)")
@@ -80,13 +83,7 @@ class LcmSweeper(Sweeper):
             batching.expect([configs[idx] for idx in group])  # jobs that differ only in seed or prompt
             for idx in group:
                 log.info(f"\t#{idx} : {' '.join(filter_overrides(jobs[idx]))}")
-                config = configs[idx]
-                with open_dict(config):
-                    config.hydra.job.id = idx
-                    config.hydra.job.num = idx
-                results[idx] = run_job(hydra_context=self.hydra_context, task_function=self.task_function,
-                                       config=config, job_dir_key="hydra.sweep.dir",
-                                       job_subdir_key="hydra.sweep.subdir")
+                results[idx] = launch.run_job(self.hydra_context, self.task_function, composed[idx], idx)
                 configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
         batching.clear()
         return [results[idx] for idx in range(len(jobs))]
