@@ -20,6 +20,9 @@ class LoadedPipeline:
     pipe: Any
     folder: str  # the local diffusers folder it was loaded from
     scheduler_config: Any  # the model's own scheduler config, before any swap
+    device: str = "cpu"  # where it runs (the execution device, when offloaded), as torch names it
+    dtype: Any = None  # its torch dtype
+    scheduler: Any = None  # (spec, scheduler) last built: the next job with the same spec reuses it
     adapter_files: Dict[str, str] = field(default_factory=dict)  # adapter name -> loaded file
     fused: Tuple[Tuple[str, float], ...] = ()  # (name, weight) merged into the weights
     lora_enabled: bool = True

@@ -109,8 +109,10 @@ class RunnerCallbacks(Callback):
         writes.flush()  # the last jobs' images may still be on their way to disk
         sweep_dir = Path(str(config.hydra.sweep.dir)).resolve()
         statuses: Dict[str, int] = {}
-        for run_json in sweep_dir.glob(f"*/{records.RUN_JSON}"):
-            status = (_read_record(run_json.parent) or {}).get("status", "unknown")
+        for job_dir in {path.parent for path in sweep_dir.glob(f"*/{records.RUN_JSON}")} | _launched(sweep_dir):
+            # a launched job without a record failed before it could write one (its folder held
+            # another job's results, which are kept): it counts as failed
+            status = (_read_record(job_dir) or {"status": "failed"}).get("status", "unknown")
             statuses[status] = statuses.get(status, 0) + 1
         counts = ", ".join(f"{n} {status}" for status, n in sorted(statuses.items())) or "no jobs recorded"
         log.info("sweep done in %s: %s", _clock(time.perf_counter() - self.started), counts)
@@ -125,7 +127,13 @@ class RunnerCallbacks(Callback):
         failed = statuses.get("failed", 0)
         if failed:  # Hydra turns a callback's Exception into a warning: exit with SystemExit
             raise SystemExit(f"Error: {failed} of {sum(statuses.values())} jobs failed; their run.json "
-                             f"files and {sweep_dir / 'summary.csv'} say why.")
+                             f"files (or, where there is none, their lcm-run.log) and {sweep_dir / 'summary.csv'} "
+                             "say why.")
+
+
+def _launched(sweep_dir: Path) -> set:
+    """The folders Hydra made for this sweep's jobs (each has Hydra's `.hydra/`)."""
+    return {path.parent for path in sweep_dir.glob("*/.hydra")}
 
 
 def _read_record(folder: Path) -> Optional[Dict[str, Any]]:

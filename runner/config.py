@@ -219,6 +219,22 @@ def job_identity(cfg: DictConfig) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
 
+def record_of(cfg: DictConfig, output_dir: str) -> Dict[str, Any]:
+    """to_container(cfg), with `paths.output_dir` the folder the job wrote to: what run.json keeps.
+    Without copying cfg, and without resolving what output_dir said (`${hydra:...}` outside Hydra)."""
+    values = {}
+    for key in cfg:
+        if key == "paths":
+            values[key] = {k: output_dir if k == "output_dir" else _plain(cfg.paths[k]) for k in cfg.paths}
+        else:
+            values[key] = _plain(cfg[key])
+    return values
+
+
+def _plain(value: Any) -> Any:
+    return OmegaConf.to_container(value, resolve=True, throw_on_missing=False) if OmegaConf.is_config(value) else value
+
+
 def to_container(cfg: DictConfig) -> Dict[str, Any]:
     """The fully resolved config as plain data (for run.json and hashing)."""
     return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)

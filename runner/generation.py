@@ -12,7 +12,7 @@ import torch
 from runner import batching, guards, prompts
 from runner.cache import LoadedPipeline
 from runner.config import job_identity
-from runner.plan import JobPlan, plan_job
+from runner.plan import JobPlan, plan_of
 
 log = logging.getLogger("lcm-run")
 _TEXT = ("prompt", "negative_prompt")
@@ -28,7 +28,7 @@ def generate(loaded: LoadedPipeline, pipe: Any, plan: JobPlan, record: Dict[str,
     members = batching.members_led_by(record["id"])
     if members:
         identities = [job_identity(cfg) for cfg in members]
-        plans = [plan if identity == record["id"] else plan_job(cfg) for identity, cfg in zip(identities, members)]
+        plans = [plan if identity == record["id"] else plan_of(cfg) for identity, cfg in zip(identities, members)]
         try:
             return _batched(loaded, pipe, plans, identities, record, images_in)
         except torch.OutOfMemoryError:

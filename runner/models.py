@@ -110,7 +110,9 @@ def load_pipeline(plan: JobPlan) -> Tuple[LoadedPipeline, bool]:
         pipe = DiffusionPipeline.from_pretrained(folder, dtype=dtype, variant=plan.variant,
                                                  use_safetensors=_safetensors_only(plan))
     _place(pipe, device, dict(plan.memory))
-    entry = LoadedPipeline(pipe=pipe, folder=folder, scheduler_config=pipe.scheduler.config)
+    # Asked once: diffusers finds a pipeline's device by walking every module (ms, per call).
+    entry = LoadedPipeline(pipe=pipe, folder=folder, scheduler_config=pipe.scheduler.config,
+                           device=str(pipe._execution_device), dtype=dtype)
     cache.pipelines.put(key, entry)
     return entry, False
 

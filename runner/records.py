@@ -35,6 +35,8 @@ def previous_job(job_dir: Path, identity: str) -> str:
     outputs = _job_outputs(job_dir)
     if record is None and not outputs:
         return "none"
+    if record is None and all(path.name.endswith(".tmp") for path in outputs):
+        return "partial"  # only our own unfinished writes (a kill mid-write): nothing anyone finished
     found = record.get("id") if record else _identity_in_png(outputs)
     if found not in (identity, None) or (found is None and record is None):
         raise UserError(

@@ -4,7 +4,6 @@
 """
 from __future__ import annotations
 
-import copy
 import functools
 import logging
 import os
@@ -18,9 +17,9 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from runner import batching, cache, conditioning, metadata, records
-from runner.config import job_identity, to_container
+from runner.config import job_identity, record_of, to_container
 from runner.errors import UserError
-from runner.plan import JobPlan, plan_job
+from runner.plan import JobPlan, plan_of
 from runner.writes import BackgroundWriter
 
 log = logging.getLogger("lcm-run")
@@ -35,7 +34,7 @@ def run(cfg: DictConfig, output_dir: Optional[Union[str, Path]] = None,
     started = time.perf_counter()
     job_dir = Path(output_dir if output_dir is not None else cfg.paths.output_dir).resolve()
     try:  # every user error surfaces here, before anything loads or is written
-        plan = plan_job(cfg)
+        plan = plan_of(cfg)
         identity = job_identity(cfg)
         previous = records.previous_job(job_dir, identity)
     except UserError as error:
@@ -47,9 +46,7 @@ def run(cfg: DictConfig, output_dir: Optional[Union[str, Path]] = None,
     if previous == "partial":
         log.info("redoing an unfinished attempt of this job in %s", job_dir)
         records.clear_partial(job_dir)
-    cfg = copy.deepcopy(cfg)
-    cfg.paths.output_dir = str(job_dir)
-    record = _new_record(cfg, plan, _overrides() if overrides is None else list(overrides))
+    record = _new_record(cfg, job_dir, plan, _overrides() if overrides is None else list(overrides))
     record["id"] = identity
     try:
         outputs = _execute(plan, job_dir, record)
@@ -112,11 +109,11 @@ def _record_rejected_sweep_job(job_dir: Path, cfg: DictConfig, error: UserError)
         records.write_json(job_dir / records.RUN_JSON, record)
 
 
-def _new_record(cfg: DictConfig, plan: JobPlan, overrides: List[str]) -> Dict[str, Any]:
+def _new_record(cfg: DictConfig, job_dir: Path, plan: JobPlan, overrides: List[str]) -> Dict[str, Any]:
     return {
         "status": "running",
         "id": None,
-        "config": to_container(cfg),
+        "config": record_of(cfg, str(job_dir)),  # paths.output_dir: where it went
         "overrides": overrides,
         "pipeline": None,
         "components": {key: source.path for key, source in plan.components.items()},
@@ -153,14 +150,14 @@ def _execute(plan: JobPlan, job_dir: Path, record: Dict[str, Any]) -> Tuple[List
         record["components"][component] = folder
     pipe = models.pipeline_for(loaded, plan, extra)
     record["pipeline"] = type(pipe).__name__
-    record["device"] = {"type": str(pipe.device), "dtype": str(pipe.dtype).replace("torch.", "")}
+    record["device"] = {"type": loaded.device, "dtype": str(loaded.dtype).replace("torch.", "")}
     timings["load"] = _since(t)
     log.info("%s on %s (cache: %s)", record["pipeline"], record["device"]["type"],
              ", ".join(f"{k} {v}" for k, v in record["cache"].items()))
 
     t = time.perf_counter()
     record["adapters"] = lora.apply_stack(loaded, plan.adapters, plan.fuse_lora)
-    pipe.scheduler = schedulers.build_scheduler(plan.scheduler, loaded.scheduler_config)
+    pipe.scheduler = schedulers.scheduler_for(loaded, plan.scheduler)
     record["scheduler"] = schedulers.describe(pipe.scheduler)
     images_in, fed = conditioning.prepare_inputs(plan.conditioning, plan.call["width"], plan.call["height"])
     record["inputs"] = conditioning.save_inputs(job_dir, fed)

@@ -27,5 +27,15 @@ def build_scheduler(spec: Dict[str, Any], model_scheduler_config: Any) -> Any:
         return factory(model_scheduler_config)
 
 
+def scheduler_for(loaded: Any, spec: Dict[str, Any]) -> Any:
+    """The job's scheduler on a cached pipeline (runner.cache.LoadedPipeline): the one the last job
+    used when the spec is the same, as a hand-written loop keeps one scheduler for every call (each
+    call starts with `set_timesteps`, which resets its state); else a new one."""
+    key = repr(sorted(spec.items()))
+    if loaded.scheduler is None or loaded.scheduler[0] != key:
+        loaded.scheduler = (key, build_scheduler(spec, loaded.scheduler_config))
+    return loaded.scheduler[1]
+
+
 def describe(scheduler: Any) -> Dict[str, Any]:
     return {"class": type(scheduler).__name__, "config": dict(scheduler.config)}

@@ -21,6 +21,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from runner import cache
 from runner.errors import UserError
+from runner import plan as plans
 from runner.plan import JobPlan, plan_job
 
 
@@ -190,6 +191,7 @@ def plan_jobs(config: DictConfig, jobs: Sequence[List[str]]) -> List[PlannedJob]
             if isinstance(composed_job, Exception):
                 raise composed_job
             job.plan = plan_job(composed_job.task)
+            plans.remember(composed_job.task, job.plan)  # for the job when it runs
         except Exception as error:  # composition errors and UserErrors alike: reported together
             job.error = _first_paragraph(error)
         planned.append(job)

@@ -58,6 +58,14 @@ def test_a_half_done_job_is_redone_to_the_same_pixels(tiny_zoo, tmp_path):
     assert not list(job.glob(".*.tmp"))
 
 
+def test_a_job_killed_in_its_first_write_is_redone(tiny_zoo, tmp_path):
+    job = tmp_path / "job"
+    job.mkdir()
+    (job / ".image_00_seed0.png.x1y2.tmp").write_bytes(b"")  # SIGKILL while the first PNG was written
+    assert run(make_config(*SMALL), job)["status"] == "ok"
+    assert not list(job.glob(".*.tmp"))
+
+
 def test_a_failed_attempt_is_redone(tiny_zoo, tmp_path):
     job = tmp_path / "job"
     run(make_config(*SMALL), job)
@@ -78,7 +86,8 @@ def test_another_jobs_results_are_refused_and_kept(tiny_zoo, tmp_path):
 
 
 def sweep_args(sweep):
-    return ("-m", *SMALL, "sampling.steps=1,2", "sampling.seed=0,1,2", f"hydra.sweep.dir={sweep}")
+    # 4 batches of 3 jobs: the kill, after the first batch's files, lands with batches still to run
+    return ("-m", *SMALL, "sampling.steps=1,2,3,4", "sampling.seed=0,1,2", f"hydra.sweep.dir={sweep}")
 
 
 def job_images(sweep):
@@ -99,17 +108,29 @@ def test_a_killed_sweep_completes_on_rerun_with_the_pixels_of_an_uninterrupted_o
     process.send_signal(signal.SIGKILL)
     process.wait()
     finished = len(list(resumed.glob("*/run.json")))
-    assert 2 <= finished < 6, "the sweep should have been killed part-way"
+    assert 2 <= finished < 12, "the sweep should have been killed part-way"
 
     done = lcm_run(*sweep_args(resumed), cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     statuses = [json.loads(p.read_text())["status"] for p in sorted(resumed.glob("*/run.json"))]
-    assert statuses.count("skipped") >= 2 and set(statuses) <= {"ok", "skipped"} and len(statuses) == 6
+    assert statuses.count("skipped") >= 2 and set(statuses) <= {"ok", "skipped"} and len(statuses) == 12
     ours, theirs = job_images(resumed), job_images(reference)
     assert ours.keys() == theirs.keys() and all(np.array_equal(ours[k], theirs[k]) for k in ours)
     assert (resumed / "contact_sheet.png").is_file()
 
     again = lcm_run(*sweep_args(resumed), cwd=tmp_path)
     assert again.returncode == 0
-    assert [json.loads(p.read_text())["status"] for p in sorted(resumed.glob("*/run.json"))] == ["skipped"] * 6
+    assert [json.loads(p.read_text())["status"] for p in sorted(resumed.glob("*/run.json"))] == ["skipped"] * 12
     assert "Pipeline on" not in again.stdout + again.stderr, "a finished sweep must load no model"
+
+
+@pytest.mark.slow
+def test_a_sweep_job_refused_for_another_jobs_results_fails_the_sweep(tiny_zoo, tmp_path):
+    sweep = tmp_path / "sweep"
+    assert lcm_run("-m", *SMALL, "sampling.seed=0,1", f"hydra.sweep.dir={sweep}", cwd=tmp_path).returncode == 0
+    (sweep / "1" / "run.json").unlink()  # its images stay: they are seed 1's
+    kept = (sweep / "1" / "image_00_seed1.png").read_bytes()
+    done = lcm_run("-m", *SMALL, "sampling.seed=0,2", f"hydra.sweep.dir={sweep}", cwd=tmp_path)
+    assert done.returncode != 0, "a job that could not run is a failed job, run.json or not"
+    assert "1 of 2 jobs failed" in done.stderr
+    assert (sweep / "1" / "image_00_seed1.png").read_bytes() == kept and not (sweep / "1" / "run.json").exists()

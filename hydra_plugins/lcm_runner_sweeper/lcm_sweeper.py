@@ -49,7 +49,7 @@ class LcmSweeper(Sweeper):
             hydra_context=hydra_context, task_function=task_function, config=config)
 
     def sweep(self, arguments: List[str]) -> List[Sequence[JobReturn]]:
-        from runner import batching, sweep_plan  # the runner's planning code, torch-free
+        from runner import batching, plan, sweep_plan  # the runner's planning code, torch-free
 
         assert self.config is not None and self.hydra_context is not None
         jobs = sweep_plan.grid(self.params, arguments, OverridesParser.create(config_loader=self.hydra_context.config_loader))
@@ -60,6 +60,7 @@ class LcmSweeper(Sweeper):
             results = self.launcher.launch(jobs, initial_job_idx=0)
         else:
             results = self._launch_composed(jobs, sweep_plan, batching)
+        plan.forget()  # the plans the up-front check kept for these jobs
         for result in results:
             _ = result.return_value  # as the basic sweeper: a failed job's exception surfaces here
         return [results]
