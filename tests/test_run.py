@@ -199,3 +199,19 @@ def test_cpu_offload_without_a_gpu_is_refused_clearly(tiny_zoo, tmp_path):
 
     with pytest.raises(UserError, match="device.cpu_offload='model'"):
         run(make_config("zoo=tiny", "device=cpu", "device.cpu_offload=model"), tmp_path / "job")
+
+
+@pytest.mark.parametrize("scheduler", ["dpmpp_2m", "euler_a"])
+def test_a_scheduler_kept_from_the_last_job_draws_as_a_fresh_one(scheduler, tiny_zoo, tmp_path):
+    """Jobs with the same scheduler settings share one scheduler object (as a hand loop does): the
+    stateful multistep and ancestral ones must still draw each job as if built for it alone."""
+    small = ("zoo=tiny", "sampling.height=64", "sampling.width=64", f"scheduler={scheduler}", "sampling.steps=3")
+    cache.clear()
+    run(make_config(*small, "sampling.seed=1"), tmp_path / "first")
+    kept = run(make_config(*small, "sampling.seed=2"), tmp_path / "kept")
+    loaded = next(iter(cache.pipelines._entries.values()))
+    assert loaded.scheduler is not None and loaded.pipe.scheduler is loaded.scheduler[1]
+    cache.clear()
+    fresh = run(make_config(*small, "sampling.seed=2"), tmp_path / "fresh")
+    assert np.array_equal(pixels(tmp_path / "kept" / kept["images"][0]["file"]),
+                          pixels(tmp_path / "fresh" / fresh["images"][0]["file"]))
