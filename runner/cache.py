@@ -23,12 +23,15 @@ class LoadedPipeline:
     device: str = "cpu"  # where it runs (the execution device, when offloaded), as torch names it
     dtype: Any = None  # its torch dtype
     scheduler: Any = None  # (spec, scheduler) last built: the next job with the same spec reuses it
+    vae_folder: Optional[str] = None  # the folder of a VAE that replaced the model's own (model.vae)
     adapter_files: Dict[str, str] = field(default_factory=dict)  # adapter name -> loaded file
     fused: Tuple[Tuple[str, float], ...] = ()  # (name, weight) merged into the weights
     lora_enabled: bool = True
     pristine: Dict[Tuple[str, str], Any] = field(default_factory=dict)  # weights before any fuse
     variants: Dict[str, Any] = field(default_factory=dict)  # from_pipe views, by pipeline class
     prompt_embeddings: Dict[Tuple, Any] = field(default_factory=dict)  # see runner.prompts
+    compile: Dict[str, Any] = field(default_factory=dict)  # device.compile*, applied at the first job
+    compiled: bool = False
 
 
 class _LastUsed:

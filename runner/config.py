@@ -20,6 +20,10 @@ from runner.errors import UserError
 class ModelConfig:
     source: str = MISSING  # hub id or local diffusers folder
     variant: Optional[str] = None  # e.g. fp16: which weight files to read
+    # A VAE in place of the model's own (hub id or folder): an AutoencoderKL such as
+    # madebyollin/sdxl-vae-fp16-fix (decodes in float16 without overflowing), or an AutoencoderTiny
+    # such as madebyollin/taesdxl (a fast, lower-quality preview decoder). Group `vae` names both.
+    vae: Optional[str] = None
 
 
 @dataclass
@@ -49,6 +53,11 @@ class DeviceConfig:
     vae_slicing: bool = False  # decode a batch one image at a time (less memory)
     vae_tiling: bool = False  # decode large images in tiles (less memory, seams possible)
     cpu_offload: str = "none"  # none | model | sequential: keep weights in CPU memory (small GPUs)
+    # torch.compile of the UNet, at its first job (after the LoRA stack is applied): `regional`
+    # compiles its repeated transformer blocks (cold start in seconds), `full` the whole UNet.
+    compile: str = "none"  # none | regional | full
+    compile_backend: str = "inductor"  # any torch.compile backend; aot_eager / eager to debug
+    compile_mode: Optional[str] = None  # e.g. max-autotune-no-cudagraphs
 
 
 @dataclass
@@ -101,6 +110,7 @@ LIMITS = {"steps": 1000, "num_images": 256, "height": 8192, "width": 8192}
 DEVICE_TYPES = ("auto", "cpu", "cuda", "mps")
 DTYPES = ("auto", "float32", "float16", "bfloat16")
 OFFLOAD = ("none", "model", "sequential")
+COMPILE = ("none", "regional", "full")
 # Only diffusers schedulers may be instantiated: a config (or a PNG's metadata) never names code.
 SCHEDULER_TARGET_PREFIX = "diffusers."
 SCHEDULER_TARGET_SUFFIX = "Scheduler.from_config"
@@ -172,6 +182,8 @@ def _problems(cfg: DictConfig) -> Iterator[str]:
         yield f"device.type={device_type!r} is not one of {', '.join(DEVICE_TYPES)} (or cuda:N)"
     if cfg.device.cpu_offload not in OFFLOAD:
         yield f"device.cpu_offload={cfg.device.cpu_offload!r} is not one of {', '.join(OFFLOAD)}"
+    if cfg.device.compile not in COMPILE:
+        yield f"device.compile={cfg.device.compile!r} is not one of {', '.join(COMPILE)}"
     if cfg.device.dtype not in DTYPES:
         yield f"device.dtype={cfg.device.dtype!r} is not one of {', '.join(DTYPES)}"
     if cfg.on_invalid not in ("fail", "skip"):

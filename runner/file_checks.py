@@ -68,6 +68,22 @@ def check_model_folder(key: str, folder: Path, allow_pickle: bool, pipeline: boo
             raise UserError(f"{key}: {weights} has only pickle weights (.bin). {_PICKLE_HINT}")
 
 
+VAE_CLASSES = ("AutoencoderKL", "AutoencoderTiny")
+
+
+def check_vae_folder(key: str, folder: Path, allow_pickle: bool) -> None:
+    """A diffusers VAE folder: config.json naming a VAE class the SDXL pipelines decode with."""
+    try:
+        found = json.loads((folder / "config.json").read_text()).get("_class_name")
+    except (OSError, ValueError, AttributeError):
+        found = None
+    if found not in VAE_CLASSES:
+        raise UserError(f"{key}: {folder} is not a diffusers VAE folder (its config.json names "
+                        f"{found or 'no class'}; expected {' or '.join(VAE_CLASSES)}). Point it at a VAE such as "
+                        "madebyollin/sdxl-vae-fp16-fix or madebyollin/taesdxl, or drop it to keep the model's own.")
+    check_model_folder(key, folder, allow_pickle, pipeline=False)
+
+
 def check_image_file(key: str, path: Path) -> None:
     from PIL import Image, UnidentifiedImageError
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 from pathlib import Path
 from typing import Any, Dict, Iterator, Tuple
 
@@ -101,20 +102,33 @@ def load_pipeline(plan: JobPlan) -> Tuple[LoadedPipeline, bool]:
     """The base pipeline for a plan, and whether it came from the process cache."""
     device = resolve_device(plan.device)
     dtype = resolve_dtype(plan.dtype, device)
-    key = (plan.base.path, plan.variant, device, str(dtype), plan.memory)
+    vae_path = plan.vae.path if plan.vae is not None else None
+    key = (plan.base.path, plan.variant, vae_path, device, str(dtype), plan.memory)
     entry = cache.pipelines.get(key)
     if entry is not None:
         return entry, True
     folder = local_path(plan.base, plan.variant)
     with quiet_libraries():
+        # A replacement VAE goes in at load time, so that device options and offload hooks cover it.
+        vae_folder = None if plan.vae is None else local_path(plan.vae)
+        swapped = {} if vae_folder is None else {"vae": _load_vae(vae_folder, plan, dtype)}
         pipe = DiffusionPipeline.from_pretrained(folder, dtype=dtype, variant=plan.variant,
-                                                 use_safetensors=_safetensors_only(plan))
-    _place(pipe, device, dict(plan.memory))
+                                                 use_safetensors=_safetensors_only(plan), **swapped)
+    options = dict(plan.memory)
+    _place(pipe, device, options)
     # Asked once: diffusers finds a pipeline's device by walking every module (ms, per call).
     entry = LoadedPipeline(pipe=pipe, folder=folder, scheduler_config=pipe.scheduler.config,
-                           device=str(pipe._execution_device), dtype=dtype)
+                           device=str(pipe._execution_device), dtype=dtype,
+                           vae_folder=vae_folder,
+                           compile={k: options[k] for k in ("compile", "compile_backend", "compile_mode")})
     cache.pipelines.put(key, entry)
     return entry, False
+
+
+def _load_vae(folder: str, plan: JobPlan, dtype: torch.dtype) -> Any:
+    """model.vae: an AutoencoderKL or AutoencoderTiny, by its config's class (runner.file_checks)."""
+    name = json.loads((Path(folder) / "config.json").read_text())["_class_name"]
+    return getattr(diffusers, name).from_pretrained(folder, dtype=dtype, use_safetensors=_safetensors_only(plan))
 
 
 def _place(pipe: Any, device: str, options: Dict[str, Any]) -> None:
@@ -134,6 +148,26 @@ def _place(pipe: Any, device: str, options: Dict[str, Any]) -> None:
         pipe.vae.enable_slicing()
     if options["vae_tiling"]:
         pipe.vae.enable_tiling()
+
+
+def compile_unet(loaded: LoadedPipeline) -> bool:
+    """device.compile, once per loaded pipeline, after its first LoRA stack is in place (compiling
+    before peft injects its layers would trace a graph that the first LoRA load invalidates).
+    Returns whether it compiled now. Later jobs that change seeds, prompts, LoRA weights (fused or
+    live) reuse the compiled graphs; a new adapter or LoRA file changes the UNet's layers and
+    recompiles (tests/test_device_options.py counts the graphs)."""
+    options = loaded.compile
+    if loaded.compiled or options.get("compile", "none") == "none":
+        return False
+    keywords = {"fullgraph": True, "backend": options["compile_backend"]}
+    if options["compile_mode"]:
+        keywords["mode"] = options["compile_mode"]
+    if options["compile"] == "regional":  # the repeated transformer blocks: the same graph, compiled once
+        loaded.pipe.unet.compile_repeated_blocks(**keywords)
+    else:
+        loaded.pipe.unet.compile(**keywords)
+    loaded.compiled = True
+    return True
 
 
 def _safetensors_only(plan: JobPlan):

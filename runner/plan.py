@@ -17,7 +17,9 @@ from runner.config import validate
 from runner.sources import Source
 
 
-MEMORY_OPTIONS = ("channels_last", "vae_slicing", "vae_tiling", "cpu_offload")
+# Device options that change how a loaded pipeline is held: part of its cache key.
+MEMORY_OPTIONS = ("channels_last", "vae_slicing", "vae_tiling", "cpu_offload", "compile", "compile_backend",
+                  "compile_mode")
 
 
 @dataclass(frozen=True)
@@ -31,6 +33,7 @@ class AdapterPlan:
 class JobPlan:
     base: Source
     variant: Optional[str]
+    vae: Optional[Source]  # a VAE replacing the model's own (model.vae)
     device: str
     dtype: str
     memory: Tuple[Tuple[str, Any], ...]  # device options that change how the pipeline is held
@@ -46,6 +49,8 @@ class JobPlan:
     def components(self) -> Dict[str, Source]:
         """Every model folder the job loads, keyed as in run.json."""
         found = {"base": self.base}
+        if self.vae is not None:
+            found["vae"] = self.vae
         if self.conditioning.component:
             found[self.conditioning.component] = self.conditioning.model
         return found
@@ -78,6 +83,11 @@ def plan_job(cfg: DictConfig) -> JobPlan:
     base = sources.resolve_folder("model.source", cfg.model.source, twins)
     if base.origin == "local":
         file_checks.check_model_folder("model.source", Path(base.path), cfg.allow_pickle, pipeline=True)
+    vae = None
+    if cfg.model.vae is not None:
+        vae = sources.resolve_folder("model.vae", cfg.model.vae, twins)
+        if vae.origin == "local":
+            file_checks.check_vae_folder("model.vae", Path(vae.path), cfg.allow_pickle)
     adapters = tuple(_plan_adapter(name, entry, twins, cfg.allow_pickle) for name, entry in cfg.lora.items())
     conditioning = plan_conditioning(cfg.conditioning, twins, cfg.allow_pickle)
     s = cfg.sampling
@@ -97,6 +107,7 @@ def plan_job(cfg: DictConfig) -> JobPlan:
     return JobPlan(
         base=base,
         variant=sources.variant_for(base, cfg.model.variant),
+        vae=vae,
         device=cfg.device.type,
         dtype=cfg.device.dtype,
         memory=tuple((key, cfg.device[key]) for key in MEMORY_OPTIONS),

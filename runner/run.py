@@ -141,6 +141,9 @@ def _execute(plan: JobPlan, job_dir: Path, record: Dict[str, Any]) -> Tuple[List
     loaded, hit = models.load_pipeline(plan)
     record["cache"]["base"] = "hit" if hit else "miss"
     record["components"]["base"] = loaded.folder
+    if loaded.vae_folder is not None:  # loaded with the base, cached with it
+        record["cache"]["vae"] = record["cache"]["base"]
+        record["components"]["vae"] = loaded.vae_folder
     extra = {}
     component = plan.conditioning.component
     if component:
@@ -157,6 +160,9 @@ def _execute(plan: JobPlan, job_dir: Path, record: Dict[str, Any]) -> Tuple[List
 
     t = time.perf_counter()
     record["adapters"] = lora.apply_stack(loaded, plan.adapters, plan.fuse_lora)
+    compiled_now = models.compile_unet(loaded)
+    if loaded.compiled:  # the first compiled job's generate time includes tracing and compiling
+        record["compile"] = {**loaded.compile, "compiled_in_this_job": compiled_now}
     pipe.scheduler = schedulers.scheduler_for(loaded, plan.scheduler)
     record["scheduler"] = schedulers.describe(pipe.scheduler)
     images_in, fed = conditioning.prepare_inputs(plan.conditioning, plan.call["width"], plan.call["height"])

@@ -60,16 +60,20 @@ def _arguments(params, arguments) -> List[str]:
 def cost_order(configs: Sequence[DictConfig]) -> List[int]:
     """Job indices ordered so that what is expensive to switch switches least: the base model, then
     the LoRA stack (files; weights too when fused), then the conditioning model; then jobs that may
-    share one pipeline call (runner.batching) side by side. Stable: the rest keeps the grid order."""
+    share one pipeline call (runner.batching) side by side, each such group where its first job is
+    in the grid. Stable: the rest keeps the grid order."""
     from runner.batching import batch_key
+
+    first_of_batch: Dict[str, int] = {}
+    batches = [first_of_batch.setdefault(batch_key(cfg), index) for index, cfg in enumerate(configs)]
 
     def cost(index: int):
         cfg = configs[index]
         stack = tuple((name, entry.source, entry.weight_name) for name, entry in cfg.lora.items())
         fused = tuple(entry.weight for entry in cfg.lora.values()) if cfg.fuse_lora else ()
         cond = cfg.conditioning
-        return (str(cfg.model.source), str(cfg.model.variant), str(cfg.device), stack, bool(cfg.fuse_lora),
-                fused, str(cond.get("kind")), str(cond.get("model", "")), batch_key(cfg))
+        return (str(cfg.model.source), str(cfg.model.variant), str(cfg.model.vae), str(cfg.device), stack,
+                bool(cfg.fuse_lora), fused, str(cond.get("kind")), str(cond.get("model", "")), batches[index])
     return sorted(range(len(configs)), key=cost)
 
 
@@ -230,7 +234,9 @@ def _count(n: int, noun: str) -> str:
 
 
 def _base_key(plan: JobPlan):
-    return (plan.base.path, plan.variant, plan.device, plan.dtype), f"{plan.base.ref} ({plan.base.path})"
+    vae = "" if plan.vae is None else f" with VAE {plan.vae.ref}"
+    return ((plan.base.path, plan.variant, plan.vae and plan.vae.path, plan.device, plan.dtype),
+            f"{plan.base.ref} ({plan.base.path}){vae}")
 
 
 def _conditioning_key(plan: JobPlan):

@@ -29,7 +29,7 @@ import tempfile
 import time
 from pathlib import Path
 
-ZOO_VERSION = "1"
+ZOO_VERSION = "2"  # 2: the fp16-fix VAE and TAESD-XL twins
 # One 4-step LCM text-to-image job (1 image, VAE decode included) takes about 0.4-0.6 s at this
 # size on a 2-core CPU. Any size the XL T2I-Adapter takes must be a multiple of 16 (it
 # pixel-unshuffles by 16); SDXL pipelines alone need multiples of 8.
@@ -128,6 +128,8 @@ def build_zoo(dest: Path) -> None:
         _build_papercut_lora(dest / "papercut", base["unet"])
         _build_controlnet(dest / "controlnet-canny-sdxl", base["unet"])
         _build_t2i_adapter(dest / "t2i-adapter-canny-sdxl")
+        _vae(seed=8, force_upcast=False).save_pretrained(dest / "sdxl-vae-fp16-fix")
+        _tiny_autoencoder().save_pretrained(dest / "taesdxl")
     _draw_images(dest / "images")
     _write_manifest(dest)
     _log(f"built in {time.perf_counter() - started:.1f}s")
@@ -287,10 +289,12 @@ def _inpaint_unet(base_unet):
     return unet
 
 
-def _vae():
+def _vae(seed: int = 3, force_upcast: bool = True):
+    """SDXL's VAE, tiny. With force_upcast=False: like madebyollin/sdxl-vae-fp16-fix, a VAE whose
+    config lets pipelines decode in float16 (the real one is finetuned not to overflow there)."""
     from diffusers import AutoencoderKL
 
-    _seeded(3)
+    _seeded(seed)
     return AutoencoderKL(
         in_channels=3,
         out_channels=3,
@@ -301,8 +305,18 @@ def _vae():
         latent_channels=4,
         sample_size=TINY_HEIGHT,
         scaling_factor=0.13025,  # SDXL's VAE
-        force_upcast=True,
+        force_upcast=force_upcast,
     )
+
+
+def _tiny_autoencoder():
+    """Like madebyollin/taesdxl: diffusers' AutoencoderTiny, a fast preview decoder for SDXL
+    latents (four decoder levels: x8, as the real one), with narrower layers."""
+    from diffusers import AutoencoderTiny
+
+    _seeded(9)
+    return AutoencoderTiny(encoder_block_out_channels=(16, 16, 16, 16), decoder_block_out_channels=(16, 16, 16, 16),
+                           num_encoder_blocks=(1, 1, 1, 1), num_decoder_blocks=(1, 1, 1, 1), latent_channels=4)
 
 
 def _scheduler():

@@ -1,0 +1,94 @@
+"""The `device` group's speed options and the `vae` group each give the pixels of the same diffusers
+setup written by hand (or, where an option only changes how the work is done, the pixels of the
+run without it)."""
+import numpy as np
+import pytest
+import torch
+from diffusers import AutoencoderKL, AutoencoderTiny, DiffusionPipeline, LCMScheduler
+from PIL import Image
+
+from conftest import make_config
+from runner import cache
+from runner.errors import UserError
+from runner.run import run
+
+SIZE = ("sampling.height=64", "sampling.width=64")
+
+
+def pixels(record, job_dir):
+    return np.asarray(Image.open(job_dir / record["images"][0]["file"]).convert("RGB"))
+
+
+@pytest.mark.parametrize("option, folder, vae_class", [("fp16_fix", "sdxl-vae-fp16-fix", AutoencoderKL),
+                                                      ("taesdxl", "taesdxl", AutoencoderTiny)])
+def test_another_vae_draws_as_the_same_vae_passed_by_hand(option, folder, vae_class, tiny_zoo, tmp_path):
+    cfg = make_config("zoo=tiny", "device=cpu", f"vae={option}", *SIZE)
+    record = run(cfg, tmp_path / option)
+    vae = vae_class.from_pretrained(str(tiny_zoo / folder), dtype=torch.float32)
+    pipe = DiffusionPipeline.from_pretrained(str(tiny_zoo / "sdxl-base"), vae=vae, dtype=torch.float32)
+    pipe.scheduler = LCMScheduler.from_config(pipe.scheduler.config)
+    pipe.load_lora_weights(str(tiny_zoo / "lcm-lora-sdxl"))
+    pipe.fuse_lora()
+    expected = pipe(cfg.sampling.prompt, num_inference_steps=4, guidance_scale=0, height=64, width=64,
+                    generator=torch.manual_seed(0)).images[0]
+    assert np.array_equal(pixels(record, tmp_path / option), np.asarray(expected))
+    assert record["components"]["vae"] == str(tiny_zoo / folder) and record["cache"]["vae"] in ("hit", "miss")
+    own = run(make_config("zoo=tiny", "device=cpu", *SIZE), tmp_path / "own")
+    assert not np.array_equal(pixels(own, tmp_path / "own"), pixels(record, tmp_path / option))
+    assert "vae" not in own["components"]
+
+
+def test_a_folder_that_is_not_a_vae_is_refused_by_name(tiny_zoo, tmp_path):
+    with pytest.raises(UserError, match=r"model.vae: .*controlnet-canny-sdxl is not a diffusers VAE folder .*ControlNetModel"):
+        run(make_config("zoo=tiny", f"model.vae={tiny_zoo / 'controlnet-canny-sdxl'}", *SIZE), tmp_path / "job")
+    assert not (tmp_path / "job").exists()
+
+
+@pytest.fixture
+def dynamo():
+    """torch.compile's graph counter, from zero; compiled code dropped after the test."""
+    import torch._dynamo
+    from torch._dynamo.utils import counters
+
+    torch._dynamo.reset()
+    counters.clear()
+    cache.clear()
+    yield lambda: counters["stats"]["unique_graphs"]
+    cache.clear()
+    torch._dynamo.reset()
+
+
+def test_compiled_unet_draws_the_same_and_compiles_once_for_seeds_and_lora_weights(dynamo, tiny_zoo, tmp_path):
+    """Regional compile, traced by dynamo (the eager backend: no C++ compiler on the test machine;
+    inductor is the default on GPUs). Seeds and LoRA weights (fused or live) reuse the graphs."""
+    compiled = (*SIZE, "zoo=tiny", "device=cpu", "device.compile=regional", "device.compile_backend=eager")
+    first = run(make_config(*compiled), tmp_path / "first")
+    assert first["compile"] == {"compile": "regional", "compile_backend": "eager", "compile_mode": None,
+                                "compiled_in_this_job": True}
+    graphs = dynamo()
+    assert graphs > 0
+    jobs = {"seed": ["sampling.seed=5"], "fused_weight": ["lora.lcm.weight=0.5"],
+            "live": ["fuse_lora=false"], "live_weight": ["fuse_lora=false", "lora.lcm.weight=0.7"]}
+    records, counts = {}, {}
+    for name, extra in jobs.items():
+        records[name] = run(make_config(*compiled, *extra), tmp_path / name)
+        counts[name] = dynamo()
+    assert not any(r["compile"]["compiled_in_this_job"] for r in records.values())
+    assert counts["seed"] == counts["fused_weight"] == graphs, "a fused weight is written in place: no retrace"
+    # Live adapters retrace (peft's layers unmerged); the first changed weight once more, as dynamo
+    # turns a value it specialised on into an input; after that, weights reuse the graphs.
+    for weight in (0.3, 0.9, 1.1):
+        run(make_config(*compiled, "fuse_lora=false", f"lora.lcm.weight={weight}"), tmp_path / f"w{weight}")
+        assert dynamo() == counts["live_weight"], f"live weight {weight} must not recompile"
+
+    cache.clear()
+    for name, extra in {"first": [], **jobs}.items():
+        plain = run(make_config(*SIZE, "zoo=tiny", "device=cpu", *extra), tmp_path / f"plain-{name}")
+        done = first if name == "first" else records[name]
+        assert np.array_equal(pixels(done, tmp_path / name), pixels(plain, tmp_path / f"plain-{name}")), name
+        assert "compile" not in plain
+
+
+def test_an_unknown_compile_mode_is_named(tmp_path):
+    with pytest.raises(UserError, match="device.compile='fast' is not one of none, regional, full"):
+        run(make_config("zoo=tiny", "device.compile=fast", *SIZE), tmp_path / "job")
