@@ -3,7 +3,8 @@
 No download is needed (and none is possible on the project's machines): the full-size SDXL UNet, VAE
 and both text encoders are built from their published configs with random weights — speed does not
 depend on weight values — with a rank-64 LoRA on the LCM-LoRA's layers, fused as the card fuses it.
-Each variant runs 1024², 4 LCM steps, batch 1 and batch 8, after a warm-up, and reports seconds per
+The variants are the runner's own options (`device.channels_last`, `device.compile=regional`,
+`vae=fp16_fix`, `vae=taesdxl`). Each variant runs 1024², 4 LCM steps, batch 1 and batch 8, after a warm-up, and reports seconds per
 call, images/s and peak GPU memory. `--tiny` builds the same architectures scaled down, for a smoke
 run on a CPU. Results go to gpu_bench.json / gpu_bench.md (default bench-results/).
 """
@@ -91,7 +92,15 @@ def variants(device: str) -> Dict[str, Callable[[Any], None]]:
     def fp16_fix_vae(pipe):
         pipe.vae.config.force_upcast = False  # as with madebyollin/sdxl-vae-fp16-fix: decode in fp16
 
-    chosen = {"eager": lambda pipe: None, "channels_last": channels_last, "vae_fp16_decode": fp16_fix_vae}
+    def taesdxl(pipe):  # vae=taesdxl: madebyollin/taesdxl's architecture (AutoencoderTiny's defaults)
+        from diffusers import AutoencoderTiny
+
+        narrow = pipe.vae.config.block_out_channels[0] < 128  # --tiny
+        width = dict(encoder_block_out_channels=(16,) * 4, decoder_block_out_channels=(16,) * 4) if narrow else {}
+        pipe.vae = AutoencoderTiny(**width).to(pipe.device, pipe.dtype)
+
+    chosen = {"eager": lambda pipe: None, "channels_last": channels_last, "vae_fp16_decode": fp16_fix_vae,
+              "taesdxl_preview": taesdxl}
     if device.startswith("cuda"):
         chosen["compile_regional+channels_last"] = compiled
         chosen["all"] = lambda pipe: (compiled(pipe), fp16_fix_vae(pipe))
