@@ -57,7 +57,9 @@ BASIC_SWEEPER = "hydra/sweeper=basic"
 WITHOUT_RUNNER_CALLBACKS = "~hydra.callbacks.lcm_runner"
 # A plain Hydra app over the project's config: Hydra's own sweeper, none of lcm-run's callbacks.
 PLAIN_HYDRA = [BASIC_SWEEPER, WITHOUT_RUNNER_CALLBACKS]
-SWEEPERS = {"hydra_basic": [BASIC_SWEEPER], "lcm_run": []}  # lcm-run's sweeper is the default
+# lcm-run's sweeper is the default; launch=hydra runs each job through Hydra's own run_job
+SWEEPERS = {"hydra_basic": [BASIC_SWEEPER], "lcm_run_with_hydras_run_job": ["hydra.sweeper.launch=hydra"],
+            "lcm_run": []}
 FLOOR_SAVES = "PNG via image.save (no metadata, no fsync)"
 
 Job = Dict[str, Any]  # config key -> value, e.g. {"sampling.seed": 3}
@@ -459,7 +461,12 @@ def _breakdown_table(rows: List[Dict[str, Any]]) -> List[str]:
 
 def _sweeper_lines(empty: Dict[str, Dict[str, Any]]) -> List[str]:
     lines = ["Sweepers alone (multirun of a no-op task over the project's config, no callbacks):", ""]
-    for name, label in (("hydra_basic", "Hydra's basic sweeper"), ("lcm_run", "lcm-run's sweeper")):
+    labels = {"hydra_basic": "Hydra's basic sweeper",
+              "lcm_run_with_hydras_run_job": "lcm-run's sweeper with Hydra's run_job (`hydra.sweeper.launch=hydra`)",
+              "lcm_run": "lcm-run's sweeper (its lean run_job, the default)"}
+    for name, label in labels.items():
+        if name not in empty:
+            continue
         e = empty[name]
         lines.append(f"- {label}: {e['jobs']} jobs in {e['n_jobs_s']:.2f} s, 1 job in {e['one_job_s']:.2f} s: "
                      f"**{e['ms_per_job']:.0f} ms/job**")

@@ -48,7 +48,7 @@ def test_quick_bench_writes_consistent_json_and_markdown(tiny_zoo, tmp_path):
         assert scenario["images_equal"]["naive"], name
         batched = scenario["lcm_run_batched_jobs"] > 0
         assert scenario["images_equal"]["lcm_run"] or (batched and scenario["pixels_max_difference"]["lcm_run"] <= 1)
-    for sweeper in ("hydra_basic", "lcm_run"):
+    for sweeper in ("hydra_basic", "lcm_run_with_hydras_run_job", "lcm_run"):
         empty = result["empty_task"][sweeper]
         assert empty["one_job_s"] > 0 and empty["n_jobs_s"] > 0
         assert empty["ms_per_job"] == pytest.approx(

@@ -30,10 +30,12 @@ def test_same_jobs_files_and_pixels_as_hydras_basic_sweeper(tiny_zoo, tmp_path):
     assert done.returncode == 0, done.stderr
     stock = lcm_run(*GRID, f"hydra.sweep.dir={basic}", "hydra/sweeper=basic", cwd=tmp_path)
     assert stock.returncode == 0, stock.stderr
+    hydras = tmp_path / "ours-with-hydras-run-job"
+    assert lcm_run(*GRID, f"hydra.sweep.dir={hydras}", "hydra.sweeper.launch=hydra", cwd=tmp_path).returncode == 0
     jobs = sorted(p.name for p in basic.iterdir() if p.is_dir())
     assert sorted(p.name for p in ours.iterdir() if p.is_dir()) == jobs == [str(i) for i in range(6)]
     for job in jobs:
-        assert hydra_files(ours / job) == hydra_files(basic / job), job
+        assert hydra_files(ours / job) == hydra_files(basic / job) == hydra_files(hydras / job), job
         for image in (basic / job).glob("image_*.png"):
             assert np.array_equal(np.asarray(Image.open(image)), np.asarray(Image.open(ours / job / image.name)))
 

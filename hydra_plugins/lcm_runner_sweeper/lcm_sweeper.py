@@ -6,12 +6,14 @@ a sweep. This sweeper expands the grid exactly as the basic one does (same gramm
 `hydra.sweeper.params`), composes once per distinct set of config-group choices and applies the value
 overrides by merging (runner.sweep_plan.compose_jobs, tested equal to Hydra's own compose), and, with
 Hydra's basic launcher, runs each job through a lean copy of Hydra's `run_job` (runner.launch: same
-folders, same `.hydra/` files, same callbacks, without a deep copy of the config per job) in the
-order that switches models least: base model, then LoRA stack, then conditioning, then cheap knobs. Job numbers keep the grid's order. Any other launcher (joblib,
-submitit...) gets the jobs' overrides, as from the basic sweeper.
+folders, same `.hydra/` files, same callbacks, without a deep copy of the config per job;
+`launch: hydra` uses Hydra's own) in the order that switches models least: base model, then LoRA
+stack, then conditioning, then cheap knobs. Job numbers keep the grid's order. Any other launcher
+(joblib, submitit...) gets the jobs' overrides, as from the basic sweeper.
 """
 from __future__ import annotations
 
+import copy
 import logging
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
@@ -19,7 +21,7 @@ from typing import Any, Dict, List, Optional, Sequence
 from hydra._internal.core_plugins.basic_launcher import BasicLauncher
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.plugins import Plugins
-from hydra.core.utils import JobReturn, configure_log, filter_overrides, setup_globals
+from hydra.core.utils import JobReturn, configure_log, filter_overrides, run_job, setup_globals
 from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
@@ -28,14 +30,18 @@ log = logging.getLogger(__name__)
 
 
 class LcmSweeper(Sweeper):
-    def __init__(self, params: Optional[Dict[str, str]] = None, order: str = "cost", batch_size: int = 8) -> None:
+    def __init__(self, params: Optional[Dict[str, str]] = None, order: str = "cost", batch_size: int = 8,
+                 launch: str = "lean") -> None:
         if order not in ("cost", "grid"):
             raise ValueError(f"hydra.sweeper.order={order!r} is not one of cost, grid")
+        if launch not in ("lean", "hydra"):
+            raise ValueError(f"hydra.sweeper.launch={launch!r} is not one of lean, hydra")
         if batch_size < 1:
             raise ValueError(f"hydra.sweeper.batch_size={batch_size} must be at least 1")
         self.params = params or {}
         self.order = order
         self.batch_size = batch_size
+        self.launch = launch
         self.config: Optional[DictConfig] = None
         self.hydra_context: Optional[HydraContext] = None
         self.launcher = None
@@ -84,7 +90,17 @@ class LcmSweeper(Sweeper):
             batching.expect([configs[idx] for idx in group])  # jobs that differ only in seed or prompt
             for idx in group:
                 log.info(f"\t#{idx} : {' '.join(filter_overrides(jobs[idx]))}")
-                results[idx] = launch.run_job(self.hydra_context, self.task_function, composed[idx], idx)
+                results[idx] = self._run_job(composed[idx], idx, launch)
                 configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
         batching.clear()
         return [results[idx] for idx in range(len(jobs))]
+
+    def _run_job(self, job: Any, idx: int, launch: Any) -> JobReturn:
+        """launch=lean: runner.launch.run_job; launch=hydra: Hydra's own run_job, on a copy of the
+        job's config (as the basic launcher, for callbacks that keep config objects across jobs)."""
+        if self.launch == "lean":
+            return launch.run_job(self.hydra_context, self.task_function, job, idx)
+        with job.applied(idx) as config:
+            config = copy.deepcopy(config)
+        return run_job(hydra_context=self.hydra_context, task_function=self.task_function, config=config,
+                       job_dir_key="hydra.sweep.dir", job_subdir_key="hydra.sweep.subdir")
