@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
 import sys
 from pathlib import Path
 from typing import List
@@ -18,7 +17,8 @@ from omegaconf.errors import OmegaConfBaseException
 
 import runner.config  # noqa: F401  (registers the structured schema before Hydra composes)
 import runner.gpu_slots  # noqa: F401  (registers ${gpus:}, used by conf/hydra/launcher/)
-from runner import writes
+from runner import interrupts, writes
+from runner.interrupts import Interrupted
 from runner.chunks import run_job
 from runner.errors import UserError
 
@@ -50,21 +50,12 @@ def main(cfg: DictConfig) -> None:
 
 
 
-class Interrupted(BaseException):
-    """SIGTERM, raised like Ctrl-C's KeyboardInterrupt: a BaseException, so that Hydra does not file
-    it as one job's failure and go on with the sweep."""
-
-
-def _interrupt(signum, frame) -> None:
-    raise Interrupted(signal.Signals(signum).name)
-
-
 def entry() -> None:
     """The `lcm-run` console script: the Hydra app, with errors as one paragraph and a clean stop.
 
     Ctrl-C or SIGTERM abandons the job in flight (recorded as failed); finished jobs stay finished,
     and running the same command again resumes. HYDRA_FULL_ERROR=1 shows stack traces, as in Hydra."""
-    signal.signal(signal.SIGTERM, _interrupt)
+    interrupts.install()
     show_traces = os.environ.get("HYDRA_FULL_ERROR") == "1"
     os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra then re-raises instead of printing: shaped below
     try:

@@ -22,7 +22,7 @@ from hydra.core.utils import JobReturn, JobRuntime, JobStatus, _flush_loggers, c
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
-from runner import fast_yaml
+from runner import fast_yaml, interrupts
 from runner.sweep_plan import ComposedJob
 
 
@@ -54,9 +54,10 @@ def run_job(hydra_context: HydraContext, task_function: TaskFunction, job: Compo
         HydraConfig.instance().cfg = job.group.hydra  # what set_config would make, kept per group
         output_dir = os.path.join(str(OmegaConf.select(config, job_dir_key)),
                                   str(OmegaConf.select(config, job_subdir_key)))
-        for hydra in (config.hydra, job.group.hydra.hydra):
-            with read_write(hydra.runtime), open_dict(hydra.runtime):
-                hydra.runtime.output_dir = os.path.abspath(output_dir)
+        with interrupts.held():
+            for hydra in (config.hydra, job.group.hydra.hydra):
+                with read_write(hydra.runtime), open_dict(hydra.runtime):
+                    hydra.runtime.output_dir = os.path.abspath(output_dir)
         try:
             ret = LeanJobReturn()
             ret.cfg = job.task

@@ -19,7 +19,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
-from runner import cache
+from runner import cache, interrupts
 from runner.errors import UserError
 from runner import plan as plans
 from runner.plan import JobPlan, plan_job
@@ -109,18 +109,18 @@ class ComposedJob:
         """The group's config as Hydra composes this job, numbered `number`; put back after."""
         config, views = self.group.config, (self.group.config.hydra, self.group.hydra.hydra)
         touched = {o.key_or_group.split(".")[0] for o in self.values}
-        try:
-            with read_write(config), open_dict(config):
+        try:  # changes to the shared config are made whole, Ctrl-C or not (runner.interrupts)
+            with interrupts.held(), read_write(config), open_dict(config):
                 ConfigLoaderImpl._apply_overrides_to_config(self.values, config)
-            for hydra in views:  # what Hydra derives from the job's own override list
-                with read_write(hydra), open_dict(hydra):
-                    hydra.overrides.task = list(self.overrides)
-                    hydra.job.override_dirname = self.override_dirname
-                    hydra.job.id = number
-                    hydra.job.num = number
+                for hydra in views:  # what Hydra derives from the job's own override list
+                    with read_write(hydra), open_dict(hydra):
+                        hydra.overrides.task = list(self.overrides)
+                        hydra.job.override_dirname = self.override_dirname
+                        hydra.job.id = number
+                        hydra.job.num = number
             yield config
         finally:
-            with read_write(config), open_dict(config):
+            with interrupts.held(), read_write(config), open_dict(config):
                 for key in touched:
                     if key in self.group.pristine:
                         config[key] = self.group.pristine[key]

@@ -78,3 +78,24 @@ def test_a_stopped_sweep_stops_cleanly_and_a_rerun_completes_it(stop, tiny_zoo, 
     assert done.returncode == 0, done.stderr
     statuses = [json.loads(p.read_text())["status"] for p in sweep.glob("*/run.json")]
     assert len(statuses) == 4 and set(statuses) <= {"ok", "skipped"}
+
+
+def test_a_signal_during_a_shared_config_change_is_raised_once_the_change_is_whole():
+    from runner import interrupts
+
+    saved = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+    interrupts.install()
+    try:
+        done = []
+        with pytest.raises(interrupts.Interrupted):
+            with interrupts.held():
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(0.05)  # the handler runs here, in the block: it must not raise yet
+                done.append("whole")
+        assert done == ["whole"]
+        with pytest.raises(KeyboardInterrupt):  # outside a held block, at once
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.05)
+    finally:
+        for number, handler in saved.items():
+            signal.signal(number, handler)
