@@ -88,7 +88,7 @@ def check_group_choices(arguments: List[str]) -> None:
             continue
         value = override.value()
         for choice in getattr(value, "list", None) or [value]:
-            if not isinstance(choice, str):
+            if not isinstance(choice, str) or not choice.isprintable():  # a NUL byte crashes Hydra's file lookup
                 options = ", ".join(sorted(p.stem for p in group.glob("*.yaml")))
                 raise UserError(f"{override.key_or_group}={choice!r} is not an option of {override.key_or_group}: "
                                 f"choose one of {options}.")

@@ -2,7 +2,7 @@
 with a clear error (Hydra's composition error or ours), never with an unexpected exception."""
 import math
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from hydra.errors import HydraException
 
@@ -36,6 +36,7 @@ def as_override(key, value):
 
 @settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.lists(st.tuples(st.sampled_from(KEYS), values), min_size=1, max_size=4))
+@example(pairs=[("scheduler", "\x00")])  # found by this test: a NUL byte crashed Hydra's config lookup
 def test_random_overrides_plan_or_fail_clearly(tiny_zoo, pairs):
     overrides = ["zoo=tiny"] + [as_override(k, v) for k, v in pairs]
     try:
