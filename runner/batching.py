@@ -16,9 +16,9 @@ import json
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from runner.config import job_identity
+from runner.config import job_identity, plain_value
 
 BATCHABLE = ("seed", "prompt", "negative_prompt")  # the sampling keys a batch may vary
 
@@ -35,8 +35,7 @@ _ready: Dict[str, Ready] = {}
 
 def batch_key(cfg: DictConfig) -> str:
     """Equal for jobs that may share one pipeline call."""
-    values = {key: OmegaConf.to_container(cfg[key], resolve=True) if OmegaConf.is_config(cfg[key]) else cfg[key]
-              for key in cfg if key not in ("hydra", "paths")}
+    values = {key: plain_value(cfg[key]) for key in cfg if key not in ("hydra", "paths")}
     for key in BATCHABLE:
         values["sampling"].pop(key, None)
     return hashlib.sha256(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()

@@ -225,8 +225,7 @@ def _scheduler_problems(scheduler: DictConfig) -> Iterator[str]:
 def job_identity(cfg: DictConfig) -> str:
     """What makes two jobs the same job: a hash of the resolved config, where its outputs go and
     Hydra's own settings aside. The basis of skip-what-is-done and resume."""
-    values = {key: OmegaConf.to_container(cfg[key], resolve=True) if OmegaConf.is_config(cfg[key]) else cfg[key]
-              for key in cfg if key not in ("hydra", "paths")}
+    values = {key: plain_value(cfg[key]) for key in cfg if key not in ("hydra", "paths")}
     text = json.dumps(values, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
@@ -237,14 +236,15 @@ def record_of(cfg: DictConfig, output_dir: str) -> Dict[str, Any]:
     values = {}
     for key in cfg:
         if key == "paths":
-            values[key] = {k: output_dir if k == "output_dir" else _plain(cfg.paths[k]) for k in cfg.paths}
+            values[key] = {k: output_dir if k == "output_dir" else plain_value(cfg.paths[k]) for k in cfg.paths}
         else:
-            values[key] = _plain(cfg[key])
+            values[key] = plain_value(cfg[key])
     return values
 
 
-def _plain(value: Any) -> Any:
-    return OmegaConf.to_container(value, resolve=True, throw_on_missing=False) if OmegaConf.is_config(value) else value
+def plain_value(value: Any) -> Any:
+    """A config node as resolved plain data; a scalar as is."""
+    return OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
 
 
 def to_container(cfg: DictConfig) -> Dict[str, Any]:
