@@ -212,7 +212,7 @@ def run_floor(scenario: Scenario, zoo_dir: Path, folder: Path) -> Dict[str, floa
 def run_lcm(scenario: Scenario, folder: Path) -> Dict[str, float]:
     cache.clear()  # so that it pays its one model load, as the floor does
     started = time.perf_counter()
-    run_hydra(cli.main, [*scenario.overrides(), f"hydra.sweep.dir={folder}"])
+    run_hydra(cli.run_app, [*scenario.overrides(), f"hydra.sweep.dir={folder}"])
     wall = _since(started)
     return {"wall": wall, **runner_breakdown(folder, wall)}
 
@@ -321,7 +321,7 @@ def warm_up(all_scenarios: List[Scenario], zoo_dir: Path, folder: Path) -> None:
             scenario.card.generate(loaded, scenario.values(job))
     cache.clear()
     one_job = replace(all_scenarios[0], swept={})
-    run_hydra(cli.main, [*one_job.overrides(), f"hydra.sweep.dir={folder}"])
+    run_hydra(cli.run_app, [*one_job.overrides(), f"hydra.sweep.dir={folder}"])
 
 
 def bench_scenario(scenario: Scenario, zoo_dir: Path, work: Path, repeats: int) -> Dict[str, Any]:

@@ -17,7 +17,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 import runner.config  # noqa: F401  (registers the structured schema before Hydra composes)
 import runner.gpu_slots  # noqa: F401  (registers ${gpus:}, used by conf/hydra/launcher/)
-from runner import interrupts, writes
+from runner import hydra_start, interrupts, writes
 from runner.interrupts import Interrupted
 from runner.chunks import run_job
 from runner.errors import UserError
@@ -48,6 +48,11 @@ def main(cfg: DictConfig) -> None:
         log.error("job failed (recorded in its run.json): %s", error)
 
 
+def run_app() -> None:
+    """The Hydra app as `lcm-run` runs it: with `-m`, Hydra's start composes the config once, not twice
+    (runner.hydra_start)."""
+    with hydra_start.composed_once():
+        main()
 
 
 def entry() -> None:
@@ -60,7 +65,7 @@ def entry() -> None:
     os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra then re-raises instead of printing: shaped below
     try:
         check_group_choices(sys.argv[1:])
-        main()
+        run_app()
     except (KeyboardInterrupt, Interrupted) as stop:
         reason = "Ctrl-C" if isinstance(stop, KeyboardInterrupt) else str(stop)
         print(f"Interrupted ({reason}): finished jobs are kept and the job in flight is recorded as "

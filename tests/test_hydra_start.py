@@ -1,0 +1,98 @@
+"""runner.hydra_start.composed_once against Hydra's own start: the configs Hydra's start hands on are
+the same, and a multirun composes one config fewer."""
+import contextlib
+import shutil
+import sys
+
+import hydra
+import pytest
+from hydra._internal.config_loader_impl import ConfigLoaderImpl
+from hydra._internal.hydra import Hydra
+from hydra.core.global_hydra import GlobalHydra
+from omegaconf import OmegaConf
+
+from runner import cli, hydra_start
+
+PLAIN_HYDRA = ["hydra/sweeper=basic", "~hydra.callbacks.lcm_runner"]
+STARTS = {  # command line -> compositions saved
+    "-m value sweep": (["-m", "zoo=tiny", "sampling.seed=0,1", "sampling.prompt='a fox, running'"], 1),
+    "-m experiment with sweeper params": (["-m", "experiment=sweep_steps_guidance", "hydra.sweeper.params="
+                                           "{sampling.steps: '1,2'}", "+hydra.job.env_set.X=y"], 1),
+    "-m group sweep": (["--multirun", "scheduler=lcm,euler_a", "lora=lcm,none"], 1),
+    "mode set by an override, no -m": (["hydra.mode=MULTIRUN", "sampling.seed=0,1"], 1),
+    "-m over hydra.mode=RUN (Hydra warns)": (["-m", "hydra.mode=RUN", "sampling.seed=3"], 1),
+    "a single run": (["sampling.seed=3"], 0),
+}
+FAILURES = {
+    "-m with an unknown key": ["-m", "sampling.nope=1"],
+    "-m sweeping Hydra's own config": ["-m", "hydra.job.name=a,b"],
+    "a single run given a sweep": ["sampling.seed=0,1"],
+}
+
+
+def start(arguments, tmp_path, monkeypatch, reuse):
+    with monkeypatch.context() as patches:
+        return _start(arguments, tmp_path, patches, reuse)
+
+
+def _start(arguments, tmp_path, monkeypatch, reuse):
+    """Run a no-op Hydra app over the project's config; return the configs Hydra.compose_config
+    gave back (as YAML, when each came back) and how many compositions the loader made."""
+    seen, composed = [], []
+    compose, compose_impl = Hydra.compose_config, ConfigLoaderImpl._load_configuration_impl
+
+    def recording(self, *args, **kwargs):
+        config = compose(self, *args, **kwargs)
+        seen.append(OmegaConf.to_yaml(config))
+        return config
+
+    def counting(self, *args, **kwargs):
+        composed.append(1)
+        return compose_impl(self, *args, **kwargs)
+
+    monkeypatch.setattr(Hydra, "compose_config", recording)
+    monkeypatch.setattr(ConfigLoaderImpl, "_load_configuration_impl", counting)
+    app = hydra.main(config_path=cli.config_dir(), config_name="config", version_base="1.3")(lambda cfg: None)
+    shutil.rmtree(tmp_path / "out", ignore_errors=True)
+    monkeypatch.setattr(sys, "argv", ["app", *arguments, *PLAIN_HYDRA, f"hydra.sweep.dir={tmp_path / 'out'}",
+                                      f"hydra.run.dir={tmp_path / 'out'}"])
+    GlobalHydra.instance().clear()
+    try:
+        with hydra_start.composed_once() if reuse else contextlib.nullcontext():
+            app()
+    finally:
+        GlobalHydra.instance().clear()
+    return seen, len(composed)
+
+
+@pytest.mark.parametrize("name", STARTS)
+def test_hydras_start_hands_on_the_same_configs_composing_fewer(name, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    arguments, saved = STARTS[name]
+    hydras, hydras_count = start(arguments, tmp_path, monkeypatch, reuse=False)
+    ours, our_count = start(arguments, tmp_path, monkeypatch, reuse=True)
+
+    assert len(hydras) == 2, "Hydra's start: the mode probe, then the run's or the sweep's config"
+    assert ours == hydras
+    assert our_count == hydras_count - saved
+
+
+@pytest.mark.parametrize("name", FAILURES)
+def test_bad_starts_fail_as_in_hydra(name, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HYDRA_FULL_ERROR", "1")  # raise, instead of Hydra printing and exiting
+    errors = []
+    for reuse in (False, True):
+        with pytest.raises(Exception) as raised:
+            start(FAILURES[name], tmp_path, monkeypatch, reuse)
+        errors.append((type(raised.value), str(raised.value), str(raised.value.__cause__)))
+    assert errors[0] == errors[1]
+
+
+def test_the_loader_is_put_back_even_when_the_app_fails():
+    original = ConfigLoaderImpl.load_configuration
+    with pytest.raises(RuntimeError):
+        with hydra_start.composed_once():
+            assert ConfigLoaderImpl.load_configuration is not original
+            raise RuntimeError("the app failed")
+    assert ConfigLoaderImpl.load_configuration is original
