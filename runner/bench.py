@@ -47,7 +47,7 @@ from diffusers import (
 )
 from diffusers.utils import load_image
 
-from runner import cache, cli, records, zoo
+from runner import bench_writer, cache, cli, records, zoo
 from runner.report import build_report
 
 F32 = torch.float32
@@ -75,11 +75,13 @@ class Settings:
     lora_weights: Tuple[float, ...] = (0.0, 0.4, 0.8, 1.2)
     control_scales: Tuple[float, ...] = (0.0, 0.5, 1.0)
     empty_jobs: int = 20
+    writer_images: int = 8  # written at writer_size², as a GPU sweep's images
+    writer_size: int = 1024
     repeats: int = 2  # each method's fastest run counts: other work on the machine only adds time
 
 
 QUICK = Settings(size=64, seeds=2, steps=(2,), guidance=(0.0, 1.5), lora_weights=(0.0, 0.8),
-                 control_scales=(0.0, 1.0), empty_jobs=3, repeats=1)
+                 control_scales=(0.0, 1.0), empty_jobs=3, writer_images=2, writer_size=64, repeats=1)
 
 
 @dataclass(frozen=True)
@@ -405,7 +407,8 @@ def _cpu_model() -> str:
 def to_markdown(result: Dict[str, Any]) -> str:
     return "\n".join([*_preamble(result), "", *_ratio_table(result["scenarios"]), "",
                       "Where the time goes (s, summed over the jobs; lcm-run's from its run.json files):", "",
-                      *_breakdown_table(result["scenarios"]), "", *_sweeper_lines(result["empty_task"]), ""])
+                      *_breakdown_table(result["scenarios"]), "", *_sweeper_lines(result["empty_task"]), "",
+                      *bench_writer.markdown_lines(result["writes"]), ""])
 
 
 def _preamble(result: Dict[str, Any]) -> List[str]:
@@ -486,10 +489,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         work = Path(tmp)
         warm_up(all_scenarios, zoo_dir, work / "warm-up")
         empty = measure_empty_task(settings.empty_jobs, settings.repeats, work / "empty-task")
+        a_record = records.read_json(next((work / "warm-up").glob(f"*/{records.RUN_JSON}")))
+        written = bench_writer.measure_writes(a_record, settings.writer_images, settings.writer_size,
+                                              settings.repeats, work / "writes")
         results = [bench_scenario(scenario, zoo_dir, work, settings.repeats) for scenario in all_scenarios]
     result = {"machine": machine(),
               "settings": {**_settings_dict(settings), "device": "cpu", "floor_saves": FLOOR_SAVES},
-              "scenarios": results, "empty_task": empty}
+              "scenarios": results, "empty_task": empty, "writes": written}
     (out / "bench.json").write_text(json.dumps(result, indent=2) + "\n")
     table = to_markdown(result)
     (out / "bench.md").write_text(table)
@@ -513,6 +519,10 @@ def parse_args(argv: Optional[Sequence[str]]) -> Tuple[Settings, Path]:
                         help=f"ControlNet scales (default {_listed(default.control_scales)})")
     parser.add_argument("--empty-jobs", type=int,
                         help=f"jobs in the no-op Hydra multirun (default {default.empty_jobs})")
+    parser.add_argument("--writer-images", type=int,
+                        help=f"images in the write-speed measurement (default {default.writer_images})")
+    parser.add_argument("--writer-size", type=int,
+                        help=f"their height and width (default {default.writer_size})")
     parser.add_argument("--repeats", type=int,
                         help=f"runs of each method; the fastest counts (default {default.repeats})")
     args = parser.parse_args(argv)
@@ -520,8 +530,8 @@ def parse_args(argv: Optional[Sequence[str]]) -> Tuple[Settings, Path]:
     settings = replace(QUICK if args.quick else default, **given)
     if settings.size % 8 or settings.size < 8:
         parser.error(f"--size {settings.size}: SDXL needs a multiple of 8")
-    if settings.seeds < 1 or settings.empty_jobs < 2 or settings.repeats < 1:
-        parser.error("--seeds and --repeats need at least 1, --empty-jobs at least 2")
+    if min(settings.seeds, settings.repeats, settings.writer_images, settings.writer_size) < 1 or settings.empty_jobs < 2:
+        parser.error("--seeds, --repeats, --writer-images and --writer-size need at least 1, --empty-jobs at least 2")
     return settings, args.out
 
 

@@ -39,7 +39,8 @@ def main(cfg: DictConfig) -> None:
     # process (the end-of-sweep callback, in this process too, waits for them before reading).
     in_process = str(hydra_cfg.launcher.get("_target_", "")).endswith("BasicLauncher")
     try:
-        run_job(cfg, writer=writes.shared() if in_sweep and in_process else None)  # each point of a chunk
+        writer = writes.shared(writes.threads_for(str(cfg.device.type))) if in_sweep and in_process else None
+        run_job(cfg, writer=writer)  # each point of a chunk
     except Exception as error:
         if not in_sweep:
             raise

@@ -54,6 +54,13 @@ def test_quick_bench_writes_consistent_json_and_markdown(tiny_zoo, tmp_path):
         assert empty["ms_per_job"] == pytest.approx(
             (empty["n_jobs_s"] - empty["one_job_s"]) / (empty["jobs"] - 1) * 1000, abs=1.0)
 
+    writes = result["writes"]
+    assert set(writes["images_per_s"]) == {"by_hand", "writer_1_thread", "writer_auto"}
+    for way, seconds in writes["seconds"].items():
+        assert seconds > 0 and writes["images_per_s"][way] == pytest.approx(writes["images"] / seconds, rel=0.02)
+    assert writes["writer_auto/by_hand"] == pytest.approx(
+        writes["images_per_s"]["writer_auto"] / writes["images_per_s"]["by_hand"], abs=0.01)
+
     markdown = (tmp_path / "bench.md").read_text()
     assert markdown in done.stdout
     table = first_table(markdown)

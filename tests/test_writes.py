@@ -1,0 +1,56 @@
+"""The background writer: several threads write at once where asked, a new thread count replaces
+the shared writer only after what was queued is written, and the thread count follows the device."""
+import os
+import threading
+
+import pytest
+import torch
+
+from runner import writes
+
+
+def meeting(barrier, met):
+    """A write that finishes only if another write is in flight at the same time."""
+    def write():
+        try:
+            barrier.wait()
+            met.append(True)
+        except threading.BrokenBarrierError:
+            met.append(False)
+    return write
+
+
+@pytest.mark.parametrize("threads, together", [(1, False), (2, True)])
+def test_writes_run_side_by_side_only_with_several_threads(threads, together):
+    writer, met = writes.BackgroundWriter(threads), []
+    barrier = threading.Barrier(2, timeout=1.0)
+    writer.submit(meeting(barrier, met))
+    writer.submit(meeting(barrier, met))
+    writer.close()
+    assert len(met) == 2 and all(met) == together
+
+
+def test_a_new_thread_count_replaces_the_shared_writer_after_its_writes(monkeypatch):
+    monkeypatch.setattr(writes, "_shared", None)
+    first = writes.shared(1)
+    assert writes.shared(1) is first
+    done, release = [], threading.Event()
+    first.submit(lambda: (release.wait(5), done.append("queued before")))
+    threading.Timer(0.2, release.set).start()
+    second = writes.shared(2)
+    assert done == ["queued before"], "the old writer was flushed first"
+    assert second is not first and second.threads == 2 and writes.shared(2) is second
+    second.close()
+
+
+def test_one_thread_when_the_model_runs_on_the_cpu(monkeypatch):
+    monkeypatch.setattr(os, "cpu_count", lambda: 16)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    assert writes.threads_for("cpu") == 1
+    assert writes.threads_for("auto") == 1, "auto on a machine without a GPU is the CPU"
+    assert writes.threads_for("cuda:1") == writes.MAX_THREADS
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert writes.threads_for("auto") == writes.MAX_THREADS
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    assert writes.threads_for("cuda") == 2
