@@ -4,8 +4,8 @@ A GPU makes a 4-step 1024² SDXL image in a few tenths of a second; encoding it 
 CPU core about as long. The same images are written three ways, in this process:
 
   by hand        `image.save(path)` in the loop, as the floor does (the loop waits for it);
-  writer (1)     lcm-run's job writer (runner.run._finish: PNG with metadata, then run.json) on the
-                 background writer with one thread, as on a CPU device;
+  writer (1)     lcm-run's job writer (runner.run._finish: PNG with metadata, the contact sheet's
+                 thumbnail, then run.json) on the background writer with one thread, as on a CPU device;
   writer (auto)  the same with the thread count a GPU sweep gets on this machine (writes.threads_for).
 
 Nothing else runs meanwhile, so each time is the rate at which that way can take images; in a
@@ -71,7 +71,7 @@ def _with_writer(images: List[Image.Image], record: Dict[str, Any], threads: int
         job_dir.mkdir()
         plan = SimpleNamespace(seeds=(index,))  # all that _finish reads of a job's plan
         writer.submit(functools.partial(run._finish, job_dir, copy.deepcopy(record), plan, ([image], {}),
-                                        time.perf_counter()))
+                                        time.perf_counter(), keep_thumbnails=True))
     writer.close()
 
 

@@ -15,7 +15,7 @@ from typing import Any, Dict, List, Optional
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from runner import chunks, file_checks, records, sweep_plan, writes
+from runner import chunks, file_checks, records, sweep_plan, thumbnails, writes
 from runner.config import job_identity
 from runner.errors import UserError
 from runner.plan import plan_job
@@ -123,6 +123,7 @@ class RunnerCallbacks(Callback):
         else:
             sheets = ", ".join(path.name for path in report["contact_sheets"])
             log.info("contact sheets: %s; gallery: %s", sheets, report["gallery"].name)
+        thumbnails.forget()
         print(f"Sweep results in {sweep_dir}")
         failed = statuses.get("failed", 0)
         if failed:  # Hydra turns a callback's Exception into a warning: exit with SystemExit

@@ -1,7 +1,7 @@
 """Contact sheets of a sweep, like AUTOMATIC1111's X/Y/Z plot, and the `lcm-grid` command.
 
 X is the first swept parameter, Y the second; every combination of the values of the others gets
-its own sheet. Cells hold thumbnails (at most THUMB px on their long side, so that a big sweep
+its own sheet. Cells hold thumbnails (at most thumbnails.THUMB px on their long side, so that a big sweep
 stays a readable file) or a grey placeholder saying why an image is absent. Torch-free.
 """
 from __future__ import annotations
@@ -16,12 +16,11 @@ from typing import Any, List, Optional, Sequence, Tuple, Union
 
 from PIL import Image, ImageDraw, ImageFont
 
-from runner import records
+from runner import records, thumbnails
 from runner.errors import UserError
 from runner.summary import Param, Row, Sweep, display_value, load_sweep, ordered_values
 
 SHEET_STEM = "contact_sheet"
-THUMB = 256  # a thumbnail's longest side, in px
 MIN_CELL = 128  # cells of tiny images stay wide enough for their labels
 GAP = 4
 FONT_SIZE = 14
@@ -127,12 +126,9 @@ def _cell(folder: Path, rows: List[Row]) -> Union[Image.Image, str]:
     for row in rows:
         if row.file is not None:
             try:
-                with Image.open(folder / row.file) as image:
-                    thumb = image.convert("RGB")
+                return thumbnails.of(folder / row.file)
             except OSError:
                 continue
-            thumb.thumbnail((THUMB, THUMB))
-            return thumb
     failed = [row for row in rows if row.status not in ("ok", "missing")]
     return f"{failed[0].status} (job {failed[0].job})" if failed else "missing"
 

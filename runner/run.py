@@ -16,7 +16,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from runner import batching, cache, conditioning, metadata, records
+from runner import batching, cache, conditioning, metadata, records, thumbnails
 from runner.config import job_identity, record_of, to_container
 from runner.errors import UserError
 from runner.plan import JobPlan, plan_of
@@ -55,20 +55,20 @@ def run(cfg: DictConfig, output_dir: Optional[Union[str, Path]] = None,
             cache.clear()  # a model interrupted mid-change is not trusted: the next job reloads
         _record_outcome(job_dir, record, started, error)
         raise
-    finish = functools.partial(_finish, job_dir, record, plan, outputs, started)
     if writer is None:
-        finish()
-    else:
-        writer.submit(finish)
+        _finish(job_dir, record, plan, outputs, started)
+    else:  # in a sweep: the writer also keeps thumbnails for the end-of-sweep contact sheets
+        writer.submit(functools.partial(_finish, job_dir, record, plan, outputs, started, keep_thumbnails=True))
     return record
 
 
-def _finish(job_dir: Path, record: Dict[str, Any], plan: JobPlan, outputs, started: float) -> None:
+def _finish(job_dir: Path, record: Dict[str, Any], plan: JobPlan, outputs, started: float,
+            keep_thumbnails: bool = False) -> None:
     """Save the images (and the side-by-side picture), then run.json: the job is done when it is."""
     images, images_in = outputs
     t = time.perf_counter()
     try:
-        record["images"] = _save_images(job_dir, images, record, plan.seeds)
+        record["images"] = _save_images(job_dir, images, record, plan.seeds, keep_thumbnails)
         if images_in:
             record["inputs"]["side_by_side"] = conditioning.save_side_by_side(job_dir, images_in, images)
     except BaseException as error:
@@ -177,11 +177,14 @@ def _execute(plan: JobPlan, job_dir: Path, record: Dict[str, Any]) -> Tuple[List
     return images, images_in
 
 
-def _save_images(job_dir: Path, images: List[Any], record: Dict[str, Any], seeds) -> List[Dict[str, Any]]:
+def _save_images(job_dir: Path, images: List[Any], record: Dict[str, Any], seeds,
+                 keep_thumbnails: bool) -> List[Dict[str, Any]]:
     saved = []
     for index, (image, seed) in enumerate(zip(images, seeds)):
         entry = {"file": records.image_name(index, seed), "seed": seed, "index": index}
         records.save_png(job_dir / entry["file"], image, metadata.png_info(record, entry))
+        if keep_thumbnails:
+            thumbnails.keep(job_dir / entry["file"], image)
         saved.append(entry)
     return saved
 
