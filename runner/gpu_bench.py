@@ -4,15 +4,24 @@ No download is needed (and none is possible on the project's machines): the full
 and both text encoders are built from their published configs with random weights — speed does not
 depend on weight values — with a rank-64 LoRA on the LCM-LoRA's layers, fused as the card fuses it.
 The variants are the runner's own options (`device.channels_last`, `device.compile=regional`,
-`vae=fp16_fix`, `vae=taesdxl`). Each variant runs 1024², 4 LCM steps, batch 1 and batch 8, after a warm-up, and reports seconds per
-call, images/s and peak GPU memory. `--tiny` builds the same architectures scaled down, for a smoke
-run on a CPU. Results go to gpu_bench.json / gpu_bench.md (default bench-results/).
+`vae=fp16_fix`, `vae=taesdxl`). Each variant runs 1024², 4 LCM steps, batch 1 and batch 8, after a
+warm-up, and reports seconds per call, images/s and peak GPU memory.
+
+Then the whole runner (`--sweep-seeds`, default 32): the eager pipeline is saved as a diffusers
+folder, and the same seeds are made three ways with it loaded once: the card's loop (one call per
+seed, each PNG saved in the loop), `lcm-run -m` one job per call, and `lcm-run -m` with its seed
+batching. That shows whether the runner (its writer threads above all: a 1024² PNG costs a CPU core
+about what the GPU spends on the image) keeps up with the GPU.
+
+`--tiny` builds the same architectures scaled down, for a smoke run on a CPU. Results go to
+gpu_bench.json / gpu_bench.md (default bench-results/).
 """
 from __future__ import annotations
 
 import argparse
 import json
 import platform
+import tempfile
 import time
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence
@@ -128,21 +137,69 @@ def measure(pipe: Any, size: int, steps: int, batch: int, repeats: int, device: 
             "images_per_second": round(batch / best, 3), "peak_gib": None if peak is None else round(peak, 2)}
 
 
-def run(tiny: bool, size: int, steps: int, batches: Sequence[int], repeats: int) -> Dict[str, Any]:
+def measure_sweep(pipe: Any, size: int, steps: int, seeds: int, batch: int, device: str,
+                  folder: Path) -> Dict[str, Any]:
+    """`seeds` images of `pipe` (saved to `folder` first), each way with the model already loaded:
+    the card's loop, and lcm-run sweeps without and with seed batching."""
+    from diffusers import DiffusionPipeline
+
+    from runner import cache, cli
+    from runner.bench import run_hydra
+
+    model = folder / "model"
+    pipe.save_pretrained(model)
+    prompt = "a photo of a cat"
+    loaded = DiffusionPipeline.from_pretrained(model, dtype=pipe.dtype).to(device)
+    loaded.set_progress_bar_config(disable=True)
+
+    def card_loop(out: Path) -> None:
+        out.mkdir(parents=True)
+        for seed in range(seeds):
+            image = loaded(prompt, num_inference_steps=steps, guidance_scale=0.0, height=size, width=size,
+                           generator=torch.Generator(device).manual_seed(seed)).images[0]
+            image.save(out / f"{seed}.png")
+
+    arguments = [f"model.source={model}", "model.variant=null", "lora=none", "scheduler=lcm", f"device={device}",
+                 f"sampling.steps={steps}", f"sampling.height={size}", f"sampling.width={size}",
+                 f"sampling.prompt={prompt}"]
+
+    def lcm_run(batch_size: int) -> Callable[[Path], None]:
+        return lambda out: run_hydra(cli.run_app, [*arguments, f"sampling.seed=range(0,{seeds})",
+                                                   f"hydra.sweeper.batch_size={batch_size}", f"hydra.sweep.dir={out}"])
+
+    card_loop(folder / "warm-up-card")  # first calls at this shape, file cache
+    run_hydra(cli.run_app, [*arguments, "sampling.seed=0", f"hydra.sweep.dir={folder / 'warm-up-lcm-run'}"])  # loads
+    walls = {}
+    for name, way in {"card_loop": card_loop, "lcm_run": lcm_run(1), "lcm_run_batched": lcm_run(batch)}.items():
+        started = time.perf_counter()
+        way(folder / name)
+        walls[name] = round(time.perf_counter() - started, 3)
+    del loaded
+    cache.clear()
+    rates = {name: round(seeds / wall, 3) for name, wall in walls.items()}
+    return {"seeds": seeds, "batch": batch, "seconds": walls, "images_per_second": rates,
+            "ratios": {name: round(wall / walls["card_loop"], 3) for name, wall in walls.items()}}
+
+
+def run(tiny: bool, size: int, steps: int, batches: Sequence[int], repeats: int, sweep_seeds: int,
+        work: Path) -> Dict[str, Any]:
     device = "cuda" if torch.cuda.is_available() else "cpu"
     dtype = torch.float16 if device == "cuda" else torch.float32
     rows: List[Dict[str, Any]] = []
+    sweep = None
     for name, change in variants(device).items():
         pipe = build_pipeline(tiny, dtype, device)
         change(pipe)
         for batch in batches:
             rows.append({"variant": name, "batch": batch, **measure(pipe, size, steps, batch, repeats, device)})
+        if name == "eager" and sweep_seeds:
+            sweep = measure_sweep(pipe, size, steps, sweep_seeds, max(batches), device, work)
         del pipe
         if device == "cuda":
             torch.cuda.empty_cache()
     gpu = torch.cuda.get_device_name(0) if device == "cuda" else None
     return {"device": device, "gpu": gpu, "dtype": str(dtype), "tiny": tiny, "size": size, "steps": steps,
-            "torch": torch.__version__, "python": platform.python_version(), "rows": rows}
+            "torch": torch.__version__, "python": platform.python_version(), "rows": rows, "sweep": sweep}
 
 
 def to_markdown(result: Dict[str, Any]) -> str:
@@ -153,6 +210,15 @@ def to_markdown(result: Dict[str, Any]) -> str:
     lines += [f"| {r['variant']} | {r['batch']} | {r['seconds_per_call']} | {r['seconds_per_image']} | "
               f"{r['images_per_second']} | {r['peak_gib'] if r['peak_gib'] is not None else '-'} |"
               for r in result["rows"]]
+    sweep = result.get("sweep")
+    if sweep:
+        rate, ratio = sweep["images_per_second"], sweep["ratios"]
+        lines += ["", f"{sweep['seeds']} seeds, eager, model loaded once (images/s; time against the card's loop):", "",
+                  f"- the card's loop, one call per seed, PNG saved in the loop: {rate['card_loop']}",
+                  f"- `lcm-run -m`, one job per call (`hydra.sweeper.batch_size=1`): {rate['lcm_run']} "
+                  f"({ratio['lcm_run']:.2f}x the time)",
+                  f"- `lcm-run -m`, seeds batched {sweep['batch']} to a call: {rate['lcm_run_batched']} "
+                  f"({ratio['lcm_run_batched']:.2f}x the time)"]
     return "\n".join(lines) + "\n"
 
 
@@ -163,11 +229,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--batches", default="1,8", help="comma-separated batch sizes")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--sweep-seeds", type=int, default=32,
+                        help="images in the whole-runner comparison (0 leaves it out)")
     parser.add_argument("--out", type=Path, default=Path("bench-results"))
     args = parser.parse_args(argv)
     size = args.size or (256 if args.tiny else 1024)
-    result = run(args.tiny, size, args.steps, [int(b) for b in args.batches.split(",")], args.repeats)
     args.out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".gpu-bench-work-", dir=args.out) as work:
+        result = run(args.tiny, size, args.steps, [int(b) for b in args.batches.split(",")], args.repeats,
+                     args.sweep_seeds, Path(work))
     (args.out / "gpu_bench.json").write_text(json.dumps(result, indent=2) + "\n")
     table = to_markdown(result)
     (args.out / "gpu_bench.md").write_text(table)

@@ -1,17 +1,29 @@
 """The GPU benchmark's code path, on the scaled-down architectures and the CPU: it builds SDXL from
-configs, fuses a LoRA, times every variant and writes its tables (the numbers are not asserted)."""
+configs, fuses a LoRA, times every variant, runs the whole-runner comparison and writes its tables
+(the numbers are not asserted)."""
 import json
+
+import pytest
 
 from runner import gpu_bench
 
 
 def test_the_gpu_benchmark_runs_end_to_end_on_tiny_architectures(tiny_zoo, tmp_path):
-    assert gpu_bench.main(["--tiny", "--size", "64", "--batches", "1,2", "--repeats", "1", "--out", str(tmp_path)]) == 0
+    assert gpu_bench.main(["--tiny", "--size", "64", "--batches", "1,2", "--repeats", "1", "--sweep-seeds", "3",
+                           "--out", str(tmp_path)]) == 0
     result = json.loads((tmp_path / "gpu_bench.json").read_text())
     assert result["tiny"] is True and result["size"] == 64
     assert {(r["variant"], r["batch"]) for r in result["rows"]} >= {("eager", 1), ("eager", 2), ("channels_last", 1)}
     assert all(r["seconds_per_call"] > 0 and r["images_per_second"] > 0 for r in result["rows"])
     assert "| eager | 2 |" in (tmp_path / "gpu_bench.md").read_text()
+
+    sweep = result["sweep"]
+    assert (sweep["seeds"], sweep["batch"]) == (3, 2)
+    for way, seconds in sweep["seconds"].items():
+        assert seconds > 0 and sweep["images_per_second"][way] == pytest.approx(3 / seconds, rel=0.01)
+        assert sweep["ratios"][way] == pytest.approx(seconds / sweep["seconds"]["card_loop"], abs=1e-3)
+    assert "seeds batched 2 to a call" in (tmp_path / "gpu_bench.md").read_text()
+    assert not list(tmp_path.glob(".gpu-bench-work-*")), "the saved model and images are removed"
 
 
 def test_full_size_configs_are_sdxl():
