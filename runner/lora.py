@@ -1,7 +1,9 @@
 """Applying a job's LoRA stack to a cached pipeline without reloading what is already there.
 
 Each LoRA file is loaded once per pipeline, under its adapter name. A job that only changes
-adapter weights costs a `set_adapters` call. Fusing follows `fuse_lora`: the whole stack is
+adapter weights costs a `set_adapters` call. A new file under a loaded adapter's name is copied
+into that adapter's layers in place (peft's hotswap) where that is exact — see `_hotswap` — so that
+no layers are rebuilt and a compiled UNet keeps its graphs; otherwise the adapter is reloaded. Fusing follows `fuse_lora`: the whole stack is
 merged (as the card's `pipe.fuse_lora()`), never part of it, because peft ignores live adapters
 in a layer where another one is merged. Un-fusing restores the exact weights saved before the
 first fuse instead of trusting `unfuse_lora`'s subtraction, so a job's pixels never depend on
@@ -12,6 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Dict, List, Sequence
 
+from peft.tuners.lora import LoraLayer
 from peft.tuners.tuners_utils import BaseTunerLayer
 
 from runner.cache import LoadedPipeline
@@ -19,6 +22,7 @@ from runner.models import local_path, quiet_libraries
 from runner.plan import AdapterPlan
 
 _LORA_COMPONENTS = ("unet", "text_encoder", "text_encoder_2")
+_TEXT_ENCODERS = ("text_encoder", "text_encoder_2")
 
 
 def apply_stack(loaded: LoadedPipeline, adapters: Sequence[AdapterPlan], fuse: bool) -> List[Dict[str, Any]]:
@@ -46,16 +50,49 @@ def _ensure_loaded(loaded: LoadedPipeline, adapter: AdapterPlan) -> Dict[str, An
     folder = local_path(adapter.source)
     file = str(Path(folder) / adapter.source.weight_name) if adapter.source.weight_name else folder
     hit = loaded.adapter_files.get(adapter.name) == file
+    swapped = False
     if not hit:
+        path = Path(file)
         if adapter.name in loaded.adapter_files:  # same name, another file: replace it
             _restore_pristine(loaded)
-            loaded.pipe.delete_adapters(adapter.name)
-        path = Path(file)
-        with quiet_libraries():
-            loaded.pipe.load_lora_weights(str(path.parent), weight_name=path.name, adapter_name=adapter.name)
+            swapped = _hotswap(loaded, adapter.name, path)
+            if not swapped:
+                loaded.pipe.delete_adapters(adapter.name)
+        if not swapped:
+            with quiet_libraries():
+                loaded.pipe.load_lora_weights(str(path.parent), weight_name=path.name, adapter_name=adapter.name)
         loaded.adapter_files[adapter.name] = file
     return {"name": adapter.name, "source": adapter.source.ref, "file": file,
-            "weight": adapter.weight, "cache": "hit" if hit else "miss"}
+            "weight": adapter.weight, "cache": "hit" if hit else "miss", "hotswap": swapped}
+
+
+def _hotswap(loaded: LoadedPipeline, name: str, path: Path) -> bool:
+    """Copy the LoRA file at `path` into the live adapter `name` in place, where that gives what a
+    fresh load gives: the UNet only (diffusers cannot hotswap text-encoder LoRAs, and an old adapter's
+    text-encoder layers would stay behind), and no layer that the old adapter lacks (peft refuses
+    those before changing anything; layers the new file lacks are zeroed). False: the caller deletes
+    the adapter, whatever a failed swap changed, and loads the file fresh."""
+    pipe = loaded.pipe
+    if any(name in getattr(getattr(pipe, component, None), "peft_config", {}) for component in _TEXT_ENCODERS):
+        return False
+    try:
+        with quiet_libraries():
+            pipe.load_lora_weights(str(path.parent), weight_name=path.name, adapter_name=name, hotswap=True)
+    except (RuntimeError, ValueError, NotImplementedError, TypeError):
+        return False
+    _keep_swapped_scales(pipe.unet, name)
+    return True
+
+
+def _keep_swapped_scales(unet: Any, name: str) -> None:
+    """peft's hotswap sets each layer's scale to the new file's alpha / rank, but keeps the old
+    `lora_alpha`, from which `set_adapters` recomputes the scale: without this, a LoRA of another
+    alpha drew up to 91 levels (of 255) away from a fresh load once its weight was set."""
+    for module in unet.modules():
+        if isinstance(module, LoraLayer) and name in module.scaling:
+            rank = module.r[name]
+            root = rank ** 0.5 if module.use_rslora.get(name, False) else rank
+            module.lora_alpha[name] = float(module.scaling[name]) * root
 
 
 def _set_enabled(loaded: LoadedPipeline, enabled: bool) -> None:

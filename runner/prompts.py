@@ -17,9 +17,10 @@ def cached_embeddings(loaded: LoadedPipeline, pipe: Any, call: Dict[str, Any], a
     """Pipeline keywords replacing `prompt` / `negative_prompt`, and whether they were cached."""
     do_cfg = call["guidance_scale"] > 1 and pipe.unet.config.time_cond_proj_dim is None
     lora_scale = (call.get("cross_attention_kwargs") or {}).get("scale")
-    # Everything that changes what the text encoders compute: text, CFG, and their LoRA layers.
+    # Everything that changes what the text encoders compute: text, CFG, and their LoRA layers (which
+    # file is loaded under each adapter name: another file may hold other text-encoder layers).
     key = (call["prompt"], call.get("negative_prompt"), do_cfg, lora_scale, loaded.fused, loaded.lora_enabled,
-           tuple((a.name, a.weight) for a in adapters))
+           tuple((a.name, loaded.adapter_files.get(a.name), a.weight) for a in adapters))
     hit = key in loaded.prompt_embeddings
     if not hit:
         if len(loaded.prompt_embeddings) >= MAX_KEPT:

@@ -17,7 +17,8 @@ PLAIN_HYDRA = ["hydra/sweeper=basic", "~hydra.callbacks.lcm_runner"]
 STARTS = {  # command line -> compositions saved
     "-m value sweep": (["-m", "zoo=tiny", "sampling.seed=0,1", "sampling.prompt='a fox, running'"], 1),
     "-m experiment with sweeper params": (["-m", "experiment=sweep_steps_guidance", "hydra.sweeper.params="
-                                           "{sampling.steps: '1,2'}", "+hydra.job.env_set.X=y"], 1),
+                                           "{sampling.steps: '1,2', sampling.guidance_scale: '0', sampling.seed: '0'}",
+                                           "+hydra.job.env_set.X=y"], 1),
     "-m group sweep": (["--multirun", "scheduler=lcm,euler_a", "lora=lcm,none"], 1),
     "mode set by an override, no -m": (["hydra.mode=MULTIRUN", "sampling.seed=0,1"], 1),
     "-m over hydra.mode=RUN (Hydra warns)": (["-m", "hydra.mode=RUN", "sampling.seed=3"], 1),

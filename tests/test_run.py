@@ -63,7 +63,7 @@ def test_run_json_records_everything_needed_to_rebuild_the_call(tiny_zoo, tmp_pa
     assert record["scheduler"]["class"] == "LCMScheduler"
     assert record["scheduler"]["config"]["beta_schedule"] == "scaled_linear"
     assert record["adapters"] == [{
-        "name": "lcm", "source": "latent-consistency/lcm-lora-sdxl", "cache": "miss", "weight": 1.0,
+        "name": "lcm", "source": "latent-consistency/lcm-lora-sdxl", "cache": "miss", "hotswap": False, "weight": 1.0,
         "file": str(tiny_zoo / "lcm-lora-sdxl" / "pytorch_lora_weights.safetensors")}]
     assert record["fused"] is True
     assert record["call"] == {

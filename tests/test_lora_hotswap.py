@@ -1,0 +1,137 @@
+"""A new LoRA file under a loaded adapter's name is swapped into its layers in place (peft's hotswap)
+and draws what a fresh load draws; a file that cannot be swapped exactly is loaded fresh; a compiled
+UNet keeps its graphs across a swap."""
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import load_file, save_file
+
+from conftest import make_config
+from runner import cache
+from runner.run import run
+
+SIZE = ("sampling.height=64", "sampling.width=64")
+LIVE = ("zoo=tiny", "device=cpu", "lora=lcm_papercut", "fuse_lora=false", *SIZE)
+
+
+def pixels(record, job_dir):
+    return np.asarray(Image.open(job_dir / record["images"][0]["file"]).convert("RGB"), dtype=np.int16)
+
+
+def another_style(zoo_dir, folder, alpha_factor, rank=4):
+    """A kohya-format LoRA on papercut's layers (rank 4, alpha 2) with other weights, its alphas times
+    `alpha_factor`, cut to `rank`."""
+    generator = torch.Generator().manual_seed(1)
+    weights = {}
+    for key, value in load_file(zoo_dir / "papercut" / "papercut.safetensors").items():
+        if key.endswith(".alpha"):
+            weights[key] = value * alpha_factor
+            continue
+        value = value[:rank] if key.endswith("lora_down.weight") else value[:, :rank]
+        weights[key] = value * 0.5 + torch.randn(value.shape, generator=generator) * value.std()
+    folder.mkdir()
+    save_file(weights, folder / "style.safetensors")
+    return (f"lora.papercut.source={folder}", "lora.papercut.weight_name=style.safetensors")
+
+
+@pytest.fixture
+def fresh_cache():
+    cache.clear()
+    yield
+    cache.clear()
+
+
+def cold(overrides, job_dir):
+    cache.clear()
+    return run(make_config(*overrides), job_dir)
+
+
+@pytest.mark.parametrize("fuse, alpha_factor, rank", [(False, 2.0, 4), (True, 0.5, 2)],
+                         ids=["live, another alpha", "fused, another alpha and rank"])
+def test_a_swapped_lora_draws_as_a_fresh_load(fuse, alpha_factor, rank, tiny_zoo, tmp_path, fresh_cache):
+    """There and back: papercut, the other file (swapped in), papercut again (swapped back)."""
+    stack = (*LIVE, f"fuse_lora={fuse}", "lora.papercut.weight=0.7")
+    style = another_style(tiny_zoo, tmp_path / "style", alpha_factor, rank)
+    first = run(make_config(*stack), tmp_path / "first")
+    swapped = run(make_config(*stack, *style), tmp_path / "swapped")
+    back = run(make_config(*stack, "lora.papercut.weight=1.2"), tmp_path / "back")
+
+    assert [a["hotswap"] for a in swapped["adapters"]] == [False, True]
+    assert [a["hotswap"] for a in back["adapters"]] == [False, True]
+    fresh = cold((*stack, *style), tmp_path / "fresh")
+    fresh_back = cold((*stack, "lora.papercut.weight=1.2"), tmp_path / "fresh-back")
+    assert np.array_equal(pixels(swapped, tmp_path / "swapped"), pixels(fresh, tmp_path / "fresh"))
+    assert np.array_equal(pixels(back, tmp_path / "back"), pixels(fresh_back, tmp_path / "fresh-back"))
+    assert np.abs(pixels(first, tmp_path / "first") - pixels(swapped, tmp_path / "swapped")).max() > 20
+
+
+def test_a_lora_on_layers_the_old_one_lacks_is_loaded_fresh(tiny_zoo, tmp_path, fresh_cache):
+    """The LCM-LoRA targets many more layers than papercut: into papercut's slot, it is a new load."""
+    stack = (*LIVE, "lora.papercut.weight=0.5")
+    run(make_config(*stack), tmp_path / "first")
+    lcm_file = (f"lora.papercut.source={tiny_zoo / 'lcm-lora-sdxl'}",
+                "lora.papercut.weight_name=pytorch_lora_weights.safetensors")
+    reloaded = run(make_config(*stack, *lcm_file), tmp_path / "reloaded")
+    assert [a["hotswap"] for a in reloaded["adapters"]] == [False, False]
+    fresh = cold((*stack, *lcm_file), tmp_path / "fresh")
+    assert np.array_equal(pixels(reloaded, tmp_path / "reloaded"), pixels(fresh, tmp_path / "fresh"))
+
+
+def test_a_compiled_unet_keeps_its_graphs_across_a_swap(tiny_zoo, tmp_path):
+    import torch._dynamo
+    from torch._dynamo.utils import counters
+
+    torch._dynamo.reset()
+    counters.clear()
+    cache.clear()
+    try:
+        compiled = (*LIVE, "device.compile=regional", "device.compile_backend=eager")
+        style = another_style(tiny_zoo, tmp_path / "style", 2.0)
+        run(make_config(*compiled), tmp_path / "first")
+        run(make_config(*compiled, "lora.papercut.weight=0.6"), tmp_path / "weight")  # weights become inputs
+        graphs = counters["stats"]["unique_graphs"]
+        swapped = run(make_config(*compiled, *style, "lora.papercut.weight=0.6"), tmp_path / "swapped")
+        assert swapped["adapters"][1]["hotswap"] is True
+        assert counters["stats"]["unique_graphs"] == graphs, "no retrace for a swapped file"
+        fresh = cold((*LIVE, *style, "lora.papercut.weight=0.6"), tmp_path / "fresh")
+        assert np.array_equal(pixels(swapped, tmp_path / "swapped"), pixels(fresh, tmp_path / "fresh"))
+    finally:
+        cache.clear()
+        torch._dynamo.reset()
+
+
+def with_text_encoder_layers(zoo_dir, folder):
+    """papercut's UNet layers plus random LoRA layers on the first text encoder, in diffusers' format."""
+    from diffusers import StableDiffusionXLPipeline
+    from peft import LoraConfig, inject_adapter_in_model
+    from peft.utils import get_peft_model_state_dict
+
+    pipe = StableDiffusionXLPipeline.from_pretrained(zoo_dir / "sdxl-base")
+    pipe.load_lora_weights(str(zoo_dir / "papercut"), weight_name="papercut.safetensors", adapter_name="a")
+    inject_adapter_in_model(LoraConfig(r=4, lora_alpha=4, target_modules=["q_proj", "v_proj"]), pipe.text_encoder,
+                            adapter_name="a")
+    generator = torch.Generator().manual_seed(2)
+    for name, parameter in pipe.text_encoder.named_parameters():
+        if "lora_" in name:
+            parameter.data = torch.randn(parameter.shape, generator=generator) * 0.2
+    StableDiffusionXLPipeline.save_lora_weights(
+        folder, unet_lora_layers=get_peft_model_state_dict(pipe.unet, adapter_name="a"),
+        text_encoder_lora_layers=get_peft_model_state_dict(pipe.text_encoder, adapter_name="a"))
+    return (f"lora.papercut.source={folder}", "lora.papercut.weight_name=pytorch_lora_weights.safetensors")
+
+
+@pytest.mark.parametrize("text_encoder_first", [True, False], ids=["from text-encoder layers", "to them"])
+def test_a_lora_with_text_encoder_layers_is_never_swapped(text_encoder_first, tiny_zoo, tmp_path, fresh_cache):
+    """An old adapter's text-encoder layers would stay behind a UNet-only swap; diffusers refuses to
+    swap into text encoders: both ways, the file is loaded fresh. (This test also found prompt
+    embeddings kept across the change of file: they are now keyed by the file, too.)"""
+    with_text = with_text_encoder_layers(tiny_zoo, tmp_path / "with-text")
+    stacks = [(*LIVE, *with_text), LIVE] if text_encoder_first else [LIVE, (*LIVE, *with_text)]
+    run(make_config(*stacks[0]), tmp_path / "first")
+    second = run(make_config(*stacks[1]), tmp_path / "second")
+    assert second["adapters"][1]["hotswap"] is False
+    fresh = cold(stacks[1], tmp_path / "fresh")
+    assert np.array_equal(pixels(second, tmp_path / "second"), pixels(fresh, tmp_path / "fresh"))
+    assert np.abs(pixels(second, tmp_path / "second") - pixels(run(make_config(*stacks[0]), tmp_path / "again"),
+                                                                tmp_path / "again")).max() > 0
