@@ -81,7 +81,7 @@ def markdown_lines(result: Dict[str, Any]) -> List[str]:
             "(images a second; fastest run):", "",
             f"- by hand, `image.save` in the loop: {rate['by_hand']:.2f} ({seconds['by_hand']:.2f} s)",
             f"- lcm-run's writer, 1 thread (a CPU device): {rate['writer_1_thread']:.2f} "
-            f"({seconds['writer_1_thread']:.2f} s; PNG metadata and run.json included)",
+            f"({seconds['writer_1_thread']:.2f} s; PNG metadata, thumbnail and run.json included)",
             f"- lcm-run's writer, {result['auto_threads']} threads (a GPU sweep on this machine): "
             f"{rate['writer_auto']:.2f} ({seconds['writer_auto']:.2f} s): "
             f"**{result['writer_auto/by_hand']:.2f}x** the hand loop's rate"]
