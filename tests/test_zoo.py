@@ -26,10 +26,10 @@ MIN_CHANGE = 5.0  # mean absolute difference, uint8 levels
 
 
 @pytest.fixture(scope="session")
-def zoo_path(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("zoo") / "tiny-zoo"
-    zoo.build_zoo(path)
-    return path
+def zoo_path(tiny_zoo) -> Path:
+    """The session's zoo (conftest builds it with zoo.ensure_zoo, in a folder of its own); the
+    determinism test compares it with the zoo that `python -m runner.zoo` builds."""
+    return tiny_zoo
 
 
 @pytest.fixture(scope="session")
