@@ -251,10 +251,10 @@ def run_hydra(app: Callable[[], Any], overrides: Sequence[str]) -> None:
 
 def runner_breakdown(sweep_dir: Path, wall: float) -> Dict[str, float]:
     """Where lcm-run's wall time went. Load, prepare and generate are summed from the run.json files
-    (a batch's call is timed by its first job). Saving runs in a writer thread while the next job
-    computes, so it is shown but not subtracted. The end-of-sweep report is timed again on the
-    finished folder (it rebuilds the same files). The rest is the sweeper, Hydra's per-job work,
-    planning, records and callbacks."""
+    (a batch's call is timed by its first job). Saving is shown, not subtracted: on a CPU device it
+    is inline (so in "everything else"), on a GPU in writer threads beside the next job. The
+    end-of-sweep report is timed again on the finished folder (it rebuilds the same files). The rest
+    is the sweeper, Hydra's per-job work, planning, records, saving and callbacks."""
     jobs = [records.read_json(path) for path in sweep_dir.glob(f"*/{records.RUN_JSON}")]
     spent = {phase: sum(job["timings"].get(phase, 0.0) for job in jobs) for phase in (*COMPUTE_PHASES, "save")}
     started = time.perf_counter()
@@ -455,7 +455,7 @@ def _pixels_cell(difference: int, batched: bool) -> str:
 
 def _breakdown_table(rows: List[Dict[str, Any]]) -> List[str]:
     lines = ["| scenario | floor load | floor generate | floor save | lcm-run load | prepare | generate "
-             "| save (writer thread) | report | everything else | report + else, ms/job |",
+             "| save | report | everything else | report + else, ms/job |",
              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         f, b = r["floor_breakdown_s"], r["lcm_run_breakdown_s"]

@@ -5,7 +5,7 @@ CPU core about as long. The same images are written three ways, in this process:
 
   by hand        `image.save(path)` in the loop, as the floor does (the loop waits for it);
   writer (1)     lcm-run's job writer (runner.run._finish: PNG with metadata, the contact sheet's
-                 thumbnail, then run.json) on the background writer with one thread, as on a CPU device;
+                 thumbnail, then run.json) on the background writer with one thread;
   writer (auto)  the same with the thread count a GPU sweep gets on this machine (writes.threads_for).
 
 Nothing else runs meanwhile, so each time is the rate at which that way can take images; in a
@@ -80,7 +80,7 @@ def markdown_lines(result: Dict[str, Any]) -> List[str]:
     return [f"Writing {result['images']} images of {result['size']}² as PNG files, nothing else running "
             "(images a second; fastest run):", "",
             f"- by hand, `image.save` in the loop: {rate['by_hand']:.2f} ({seconds['by_hand']:.2f} s)",
-            f"- lcm-run's writer, 1 thread (a CPU device): {rate['writer_1_thread']:.2f} "
+            f"- lcm-run's writer, 1 thread: {rate['writer_1_thread']:.2f} "
             f"({seconds['writer_1_thread']:.2f} s; PNG metadata, thumbnail and run.json included)",
             f"- lcm-run's writer, {result['auto_threads']} threads (a GPU sweep on this machine): "
             f"{rate['writer_auto']:.2f} ({seconds['writer_auto']:.2f} s): "

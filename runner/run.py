@@ -20,17 +20,17 @@ from runner import batching, cache, conditioning, metadata, records, thumbnails
 from runner.config import job_identity, record_of, to_container
 from runner.errors import UserError
 from runner.plan import JobPlan, plan_of
-from runner.writes import BackgroundWriter
+from runner.writes import Writer
 
 log = logging.getLogger("lcm-run")
 
 
 def run(cfg: DictConfig, output_dir: Optional[Union[str, Path]] = None,
-        overrides: Optional[List[str]] = None, writer: Optional[BackgroundWriter] = None) -> Dict[str, Any]:
+        overrides: Optional[List[str]] = None, writer: Optional[Writer] = None) -> Dict[str, Any]:
     """Run one job into `output_dir` (default: the Hydra job folder) and return its run.json record.
     `overrides` are recorded as the job's overrides (default: Hydra's, when Hydra runs the job).
-    With a `writer`, the images and run.json are written in the background: the record returned is
-    then still being completed (see runner.writes)."""
+    With a `writer` (in a sweep), the images and run.json go through it, with the contact sheet's
+    thumbnails kept; a background writer may still be completing the record returned (runner.writes)."""
     started = time.perf_counter()
     job_dir = Path(output_dir if output_dir is not None else cfg.paths.output_dir).resolve()
     try:  # every user error surfaces here, before anything loads or is written

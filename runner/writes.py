@@ -5,14 +5,17 @@ with status "ok" — only once its images are on disk; a failed write is recorde
 
 Several threads where the cores are free: PNG encoding runs in C with the GIL released, and one
 thread took 0.3-0.4 s per 1024² image on this project's CPU machine (PERF.md), slower than a GPU
-makes them; two threads wrote twice as many images a second there.
+makes them; two threads wrote twice as many images a second there. None when the model runs on the
+CPU: a writer thread there takes cores from the denoising, whose OpenMP threads then wait on each
+other (generate time 5-20% above the hand loop's in every benchmark run; PERF.md), so the files
+are written inline, as the hand loop writes them.
 """
 from __future__ import annotations
 
 import os
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor, wait
-from typing import Callable, List, Optional
+from typing import Callable, List, Optional, Union
 
 MAX_THREADS = 4
 PENDING_PER_THREAD = 4  # jobs whose images wait in memory for the writer, at most, per thread
@@ -43,31 +46,47 @@ class BackgroundWriter:
         self._pool.shutdown()
 
 
+class InlineWriter:
+    """The writer's interface, writing at once in the caller's thread."""
+
+    threads = 0
+
+    def submit(self, write: Callable[[], None]) -> None:
+        write()
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
 def threads_for(device_type: str) -> int:
-    """How many threads write a sweep's images: one when the model runs on the CPU, whose cores are
-    busy denoising; else one per core, up to MAX_THREADS."""
+    """How many threads write a sweep's images: none (inline) when the model runs on the CPU, whose
+    cores are busy denoising; else one per core, up to MAX_THREADS."""
     if device_type == "cpu":
-        return 1
+        return 0
     if device_type == "auto":
         import torch  # loaded by then: the job itself needs it
 
         if not (torch.cuda.is_available() or torch.backends.mps.is_available()):
-            return 1
+            return 0
     return max(1, min(MAX_THREADS, os.cpu_count() or 1))
 
 
-_shared: Optional[BackgroundWriter] = None
+Writer = Union[BackgroundWriter, InlineWriter]
+_shared: Optional[Writer] = None
 
 
-def shared(threads: int = 1) -> BackgroundWriter:
-    """The process's writer, with this many threads (created on first use; an earlier one with
-    another count is flushed and replaced)."""
+def shared(threads: int = 1) -> Writer:
+    """The process's writer, with this many threads, 0 for inline (created on first use; an earlier
+    one with another count is flushed and replaced)."""
     global _shared
     if _shared is not None and _shared.threads != threads:
         _shared.close()
         _shared = None
     if _shared is None:
-        _shared = BackgroundWriter(threads)
+        _shared = BackgroundWriter(threads) if threads else InlineWriter()
     return _shared
 
 

@@ -43,14 +43,25 @@ def test_a_new_thread_count_replaces_the_shared_writer_after_its_writes(monkeypa
     second.close()
 
 
-def test_one_thread_when_the_model_runs_on_the_cpu(monkeypatch):
+def test_inline_when_the_model_runs_on_the_cpu(monkeypatch):
     monkeypatch.setattr(os, "cpu_count", lambda: 16)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
-    assert writes.threads_for("cpu") == 1
-    assert writes.threads_for("auto") == 1, "auto on a machine without a GPU is the CPU"
+    assert writes.threads_for("cpu") == 0
+    assert writes.threads_for("auto") == 0, "auto on a machine without a GPU is the CPU"
     assert writes.threads_for("cuda:1") == writes.MAX_THREADS
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     assert writes.threads_for("auto") == writes.MAX_THREADS
     monkeypatch.setattr(os, "cpu_count", lambda: 2)
     assert writes.threads_for("cuda") == 2
+
+
+def test_no_thread_writes_at_once_in_the_callers_thread(monkeypatch):
+    monkeypatch.setattr(writes, "_shared", None)
+    writer, seen = writes.shared(0), []
+    writer.submit(lambda: seen.append(threading.current_thread()))
+    assert seen == [threading.current_thread()], "written before submit returned, in this thread"
+    with pytest.raises(OSError):  # a failed write surfaces in the job (its run.json already says why)
+        writer.submit(lambda: (_ for _ in ()).throw(OSError(28, "No space left on device")))
+    assert writes.shared(2).threads == 2 and writes.shared(0) is not writer
+    writes.shared(0).close()
