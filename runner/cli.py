@@ -35,8 +35,9 @@ def config_dir() -> str:
 def main(cfg: DictConfig) -> None:
     hydra_cfg = HydraConfig.get()
     in_sweep = hydra_cfg.mode == RunMode.MULTIRUN
-    # Images are written in the background while the next job runs, when the sweep runs in this
-    # process (the end-of-sweep callback, in this process too, waits for them before reading).
+    # When the sweep runs in this process, its files go through the shared writer: background
+    # threads beside the next job on a GPU, inline on a CPU (runner.writes), keeping thumbnails for
+    # the end-of-sweep callback, which (in this process too) waits for the writes before reading.
     in_process = str(hydra_cfg.launcher.get("_target_", "")).endswith("BasicLauncher")
     try:
         writer = writes.shared(writes.threads_for(str(cfg.device.type))) if in_sweep and in_process else None
