@@ -6,6 +6,11 @@ import sys
 from pathlib import Path
 
 os.environ["HF_HUB_OFFLINE"] = "1"
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # pytest-xdist runs one worker per core: torch's own threads per worker would oversubscribe
+    # the cores (two 2-thread processes on 2 cores run many times slower). Set before torch loads;
+    # the lcm-run subprocesses a test starts inherit it.
+    os.environ["OMP_NUM_THREADS"] = "1"
 
 import pytest  # noqa: E402
 from hydra import compose, initialize_config_dir  # noqa: E402
