@@ -18,6 +18,7 @@ import itertools
 import json
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -52,6 +53,7 @@ from runner.report import build_report
 
 F32 = torch.float32
 METHODS = ("floor", "lcm_run", "naive")
+RATIOS = (("lcm_run", "floor"), ("naive", "floor"), ("naive", "lcm_run"))  # b/a, c/a, c/b
 COMPUTE_PHASES = ("load", "prepare", "generate")  # run.json timings on the critical path
 BASIC_SWEEPER = "hydra/sweeper=basic"
 WITHOUT_RUNNER_CALLBACKS = "~hydra.callbacks.lcm_runner"
@@ -337,8 +339,10 @@ def bench_scenario(scenario: Scenario, zoo_dir: Path, work: Path, repeats: int) 
             "lcm_run": lambda folder: run_lcm(scenario, folder),
             "naive": lambda folder: run_naive(scenario, zoo_dir, folder)}
     attempts: Dict[str, List[Dict[str, float]]] = {method: [] for method in METHODS}
-    for attempt in range(repeats):  # methods take turns, so that a busy spell hits one attempt of each
-        for method in METHODS:
+    # The methods take turns, so that a busy spell hits one attempt of each, and every other round
+    # runs them in reverse, so that a slow drift of the machine favours none of them.
+    for attempt in range(repeats):
+        for method in (METHODS if attempt % 2 == 0 else METHODS[::-1]):
             attempts[method].append(runs[method](folders[method] / str(attempt)))
     differences = pixel_differences(scenario, {method: folder / "0" for method, folder in folders.items()})
     return summarize(scenario, attempts, differences)
@@ -346,7 +350,9 @@ def bench_scenario(scenario: Scenario, zoo_dir: Path, work: Path, repeats: int) 
 
 def summarize(scenario: Scenario, attempts: Dict[str, List[Dict[str, float]]],
               differences: Dict[str, int]) -> Dict[str, Any]:
-    """Each method's fastest attempt counts; the ratios are computed from the rounded times shown."""
+    """Each method's fastest attempt counts; the ratios are computed from the rounded times shown.
+    The paired ratios are the median over rounds of each round's own ratio: the methods of one round
+    run minutes apart at most, so a spell that slows the whole machine cancels out of them."""
     best = {method: min(results, key=lambda result: result["wall"]) for method, results in attempts.items()}
     wall = {method: round(result["wall"], 3) for method, result in best.items()}
     jobs = len(scenario.jobs())
@@ -359,7 +365,10 @@ def summarize(scenario: Scenario, attempts: Dict[str, List[Dict[str, float]]],
         "lcm_run_args": ["-m", *scenario.overrides()],
         "wall_s": wall,
         "ratios": {"lcm_run/floor": round(wall["lcm_run"] / wall["floor"], 3),
-                   "naive/floor": round(wall["naive"] / wall["floor"], 3)},
+                   "naive/floor": round(wall["naive"] / wall["floor"], 3),
+                   "naive/lcm_run": round(wall["naive"] / wall["lcm_run"], 3)},
+        "paired_ratios": {f"{top}/{bottom}": _median_ratio(attempts[top], attempts[bottom])
+                          for top, bottom in RATIOS},
         "lcm_run_overhead_ms_per_job": round((wall["lcm_run"] - wall["floor"]) / jobs * 1000, 1),
         "lcm_run_outside_model_work_ms_per_job": round(outside / jobs * 1000, 1),
         "images_equal": {method: difference == 0 for method, difference in differences.items()},
@@ -370,6 +379,10 @@ def summarize(scenario: Scenario, attempts: Dict[str, List[Dict[str, float]]],
         "lcm_run_breakdown_s": _rounded({k: v for k, v in best["lcm_run"].items()
                                          if k not in ("wall", "batched_jobs")}),
     }
+
+
+def _median_ratio(tops: List[Dict[str, float]], bottoms: List[Dict[str, float]]) -> float:
+    return round(statistics.median(top["wall"] / bottom["wall"] for top, bottom in zip(tops, bottoms)), 3)
 
 
 def machine() -> Dict[str, Any]:
@@ -424,7 +437,8 @@ def _preamble(result: Dict[str, Any]) -> List[str]:
         f"diffusers {m['diffusers']}, hydra-core {m['hydra-core']}, Python {m['python']}; lcm-runner at "
         f"{m['commit'] or 'an unknown commit'}. Tiny zoo, "
         f"{s['device']}, float32, {s['size']}x{s['size']}; each time is the fastest of {s['repeats']} run(s), "
-        "the methods taking turns.",
+        "the methods taking turns (in reverse every other round). Paired: the median over rounds of each "
+        "round's own ratio.",
         "",
         f"(a) floor: the card's diffusers code, pipeline loaded once, each image saved as {s['floor_saves']}. "
         "(b) lcm-run: `lcm-run -m` in-process, one model load, as configured by default (its sweeper, "
@@ -434,15 +448,16 @@ def _preamble(result: Dict[str, Any]) -> List[str]:
 
 
 def _ratio_table(rows: List[Dict[str, Any]]) -> List[str]:
-    lines = ["| scenario | jobs | (a) floor s | (b) lcm-run s | (c) naive s | b/a | c/a | b over a, ms/job "
-             "| b = a pixels | c = a pixels |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---|---|"]
+    lines = ["| scenario | jobs | (a) floor s | (b) lcm-run s | (c) naive s | b/a | c/a | c/b "
+             "| b/a, c/a, c/b paired | b over a, ms/job | b = a pixels | c = a pixels |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|"]
     for r in rows:
         w, ratio, diff = r["wall_s"], r["ratios"], r["pixels_max_difference"]
         batched = r["lcm_run_batched_jobs"] > 0
+        paired = " / ".join(f"{r['paired_ratios'][f'{top}/{bottom}']:.2f}" for top, bottom in RATIOS)
         lines.append(f"| {r['name']} | {r['jobs']} | {w['floor']:.2f} | {w['lcm_run']:.2f} | {w['naive']:.2f} "
-                     f"| {ratio['lcm_run/floor']:.2f} | {ratio['naive/floor']:.2f} "
-                     f"| {r['lcm_run_overhead_ms_per_job']:.0f} | {_pixels_cell(diff['lcm_run'], batched)} "
+                     f"| {ratio['lcm_run/floor']:.2f} | {ratio['naive/floor']:.2f} | {ratio['naive/lcm_run']:.2f} "
+                     f"| {paired} | {r['lcm_run_overhead_ms_per_job']:.0f} | {_pixels_cell(diff['lcm_run'], batched)} "
                      f"| {_pixels_cell(diff['naive'], False)} |")
     return lines
 

@@ -41,6 +41,9 @@ def test_quick_bench_writes_consistent_json_and_markdown(tiny_zoo, tmp_path):
         assert set(wall) == METHODS and all(seconds > 0 for seconds in wall.values()), name
         assert scenario["ratios"]["lcm_run/floor"] == pytest.approx(wall["lcm_run"] / wall["floor"], abs=1e-3)
         assert scenario["ratios"]["naive/floor"] == pytest.approx(wall["naive"] / wall["floor"], abs=1e-3)
+        assert scenario["ratios"]["naive/lcm_run"] == pytest.approx(wall["naive"] / wall["lcm_run"], abs=1e-3)
+        # one round: each paired ratio is that round's own (from unrounded times, hence rel)
+        assert scenario["paired_ratios"]["lcm_run/floor"] == pytest.approx(wall["lcm_run"] / wall["floor"], rel=0.01)
         overhead = (wall["lcm_run"] - wall["floor"]) / scenario["jobs"] * 1000
         assert scenario["lcm_run_overhead_ms_per_job"] == pytest.approx(overhead, abs=0.1)
         # lcm-run batches the seed sweep into one call, which may move a pixel by one level (float
@@ -68,7 +71,39 @@ def test_quick_bench_writes_consistent_json_and_markdown(tiny_zoo, tmp_path):
     for scenario in result["scenarios"]:
         row = table[scenario["name"]]
         assert float(row["b/a"]) == pytest.approx(scenario["ratios"]["lcm_run/floor"], abs=0.01)
+        assert float(row["c/b"]) == pytest.approx(scenario["ratios"]["naive/lcm_run"], abs=0.01)
+        paired = [float(cell) for cell in row["b/a, c/a, c/b paired"].split(" / ")]
+        assert paired == pytest.approx([scenario["paired_ratios"][k] for k in ("lcm_run/floor", "naive/floor",
+                                                                              "naive/lcm_run")], abs=0.01)
         assert row["c = a pixels"] == "yes"
         assert (row["b = a pixels"] == "yes") == scenario["images_equal"]["lcm_run"]
     assert f"{result['machine']['cpus']} CPUs" in markdown
     assert not list(tmp_path.glob(".bench-work-*")), "the images and sweeps are temporary"
+
+
+def test_rounds_alternate_the_order_and_paired_ratios_are_medians_of_each_rounds_ratio(monkeypatch, tmp_path):
+    """Round 1 runs floor, lcm-run, naive; round 2 the reverse. The best-of ratio takes each method's
+    fastest round; the paired ratio the median of the rounds' own ratios."""
+    from runner import bench
+
+    walls = {"floor": [4.0, 2.0, 3.0], "lcm_run": [4.4, 3.0, 3.3], "naive": [8.0, 9.0, 9.0]}
+    order = []
+
+    def fake(method):
+        def run(*args):
+            order.append(method)
+            wall = walls[method][sum(1 for m in order if m == method) - 1]
+            return {"wall": wall, "report": 0.1, "everything_else": 0.2, "batched_jobs": 0}
+        return run
+
+    monkeypatch.setattr(bench, "run_floor", fake("floor"))
+    monkeypatch.setattr(bench, "run_lcm", fake("lcm_run"))
+    monkeypatch.setattr(bench, "run_naive", fake("naive"))
+    monkeypatch.setattr(bench, "pixel_differences", lambda scenario, folders: {"lcm_run": 0, "naive": 0})
+    scenario = bench.scenarios(bench.QUICK)[0]
+    result = bench.bench_scenario(scenario, tmp_path, tmp_path, repeats=3)
+
+    assert order == ["floor", "lcm_run", "naive", "naive", "lcm_run", "floor", "floor", "lcm_run", "naive"]
+    assert result["ratios"]["lcm_run/floor"] == pytest.approx(3.0 / 2.0)  # the fastest of each
+    assert result["paired_ratios"]["lcm_run/floor"] == pytest.approx(1.1)  # median of 1.1, 1.5, 1.1
+    assert result["paired_ratios"]["naive/lcm_run"] == pytest.approx(9.0 / 3.3, abs=1e-3)  # of 1.82, 3.0, 2.73
