@@ -375,6 +375,9 @@ def summarize(scenario: Scenario, attempts: Dict[str, List[Dict[str, float]]],
         "pixels_max_difference": differences,
         "lcm_run_batched_jobs": best["lcm_run"]["batched_jobs"],
         "attempts_wall_s": {method: [round(r["wall"], 3) for r in results] for method, results in attempts.items()},
+        # every round's phases, not only the fastest's: where a slow attempt lost its time
+        "attempts_breakdown_s": {method: [_rounded({k: v for k, v in r.items() if k not in ("wall", "batched_jobs")})
+                                          for r in attempts[method]] for method in ("floor", "lcm_run")},
         "floor_breakdown_s": _rounded({k: v for k, v in best["floor"].items() if k != "wall"}),
         "lcm_run_breakdown_s": _rounded({k: v for k, v in best["lcm_run"].items()
                                          if k not in ("wall", "batched_jobs")}),
@@ -496,14 +499,14 @@ def _sweeper_lines(empty: Dict[str, Dict[str, Any]]) -> List[str]:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    settings, out = parse_args(argv)
+    settings, out, only = parse_args(argv)
     for library in (diffusers.utils.logging, transformers.utils.logging):  # the same for all three methods
         library.set_verbosity_error()
         library.disable_progress_bar()
     out = out.resolve()
     out.mkdir(parents=True, exist_ok=True)
     zoo_dir = zoo.ensure_zoo()
-    all_scenarios = scenarios(settings)
+    all_scenarios = [scenario for scenario in scenarios(settings) if not only or scenario.name in only]
     with tempfile.TemporaryDirectory(prefix=".bench-work-", dir=out) as tmp:
         work = Path(tmp)
         warm_up(all_scenarios, zoo_dir, work / "warm-up", by_hand=settings.warm_up_by_hand)
@@ -522,7 +525,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     return 0
 
 
-def parse_args(argv: Optional[Sequence[str]]) -> Tuple[Settings, Path]:
+def parse_args(argv: Optional[Sequence[str]]) -> Tuple[Settings, Path, List[str]]:
     default = Settings()
     parser = argparse.ArgumentParser(prog="python -m runner.bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=Path("bench-results"), help="folder for bench.json and bench.md")
@@ -544,14 +547,21 @@ def parse_args(argv: Optional[Sequence[str]]) -> Tuple[Settings, Path]:
                         help=f"their height and width (default {default.writer_size})")
     parser.add_argument("--repeats", type=int,
                         help=f"runs of each method; the fastest counts (default {default.repeats})")
+    names = [scenario.name for scenario in scenarios(default)]
+    parser.add_argument("--only", type=lambda text: text.split(","), default=[],
+                        help=f"run only these scenarios, comma-separated ({', '.join(names)})")
     args = parser.parse_args(argv)
+    unknown = [name for name in args.only if name not in names]
+    if unknown:
+        parser.error(f"--only {','.join(args.only)}: no scenario named {', '.join(unknown)}; "
+                     f"the scenarios are {', '.join(names)}")
     given = {f.name: getattr(args, f.name) for f in fields(Settings) if getattr(args, f.name, None) is not None}
     settings = replace(QUICK if args.quick else default, **given)
     if settings.size % 8 or settings.size < 8:
         parser.error(f"--size {settings.size}: SDXL needs a multiple of 8")
     if min(settings.seeds, settings.repeats, settings.writer_images, settings.writer_size) < 1 or settings.empty_jobs < 2:
         parser.error("--seeds, --repeats, --writer-images and --writer-size need at least 1, --empty-jobs at least 2")
-    return settings, args.out
+    return settings, args.out, args.only
 
 
 def _ints(text: str) -> Tuple[int, ...]:

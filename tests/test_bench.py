@@ -78,6 +78,9 @@ def test_quick_bench_writes_consistent_json_and_markdown(tiny_zoo, tmp_path):
         assert row["c = a pixels"] == "yes"
         assert (row["b = a pixels"] == "yes") == scenario["images_equal"]["lcm_run"]
     assert f"{result['machine']['cpus']} CPUs" in markdown
+    for scenario in result["scenarios"]:  # every round's phases are kept, the fastest's among them
+        rounds = scenario["attempts_breakdown_s"]["lcm_run"]
+        assert len(rounds) == 1 and rounds[0]["generate"] == scenario["lcm_run_breakdown_s"]["generate"]
     assert not list(tmp_path.glob(".bench-work-*")), "the images and sweeps are temporary"
 
 
@@ -107,3 +110,14 @@ def test_rounds_alternate_the_order_and_paired_ratios_are_medians_of_each_rounds
     assert result["ratios"]["lcm_run/floor"] == pytest.approx(3.0 / 2.0)  # the fastest of each
     assert result["paired_ratios"]["lcm_run/floor"] == pytest.approx(1.1)  # median of 1.1, 1.5, 1.1
     assert result["paired_ratios"]["naive/lcm_run"] == pytest.approx(9.0 / 3.3, abs=1e-3)  # of 1.82, 3.0, 2.73
+
+
+def test_only_runs_the_named_scenarios_and_refuses_unknown_names(capsys):
+    from runner import bench
+
+    assert bench.parse_args(["--only", "lora_weight,seed_sweep"])[2] == ["lora_weight", "seed_sweep"]
+    with pytest.raises(SystemExit) as refused:
+        bench.parse_args(["--only", "seed_sweep,lora"])
+    assert refused.value.code == 2
+    message = capsys.readouterr().err
+    assert "no scenario named lora;" in message and "steps_x_guidance" in message
