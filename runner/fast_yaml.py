@@ -5,8 +5,10 @@ OmegaConf's dumper, a subclass of PyYAML's pure-Python one: ~12 ms a job, most o
 overhead. libyaml's C emitter, fed the same nodes by the same representers, is ~4x faster. The two
 emitters differ only in how they escape and quote characters outside printable ASCII (control
 characters, non-ASCII letters); a differential fuzz of 300,000 random configs of printable-ASCII
-strings found none; a property test (tests/test_fast_yaml.py) found one more: an empty key. So: C
-when every key and string is printable ASCII and no key is empty, OmegaConf's own dumper otherwise.
+strings found none; a property test (tests/test_fast_yaml.py) found one more: an empty key. A
+later fuzz found another: a long key. PyYAML writes a key as `? key` from 123 characters on,
+libyaml only from 129. So: C when every key and string is printable ASCII and every key is 1-99
+characters long (a margin below 123), OmegaConf's own dumper otherwise.
 """
 from __future__ import annotations
 
@@ -41,8 +43,17 @@ def to_yaml(cfg: Any) -> str:
 def _printable_ascii(value: Any) -> bool:
     if isinstance(value, str):
         return value.isascii() and value.isprintable()
-    if isinstance(value, dict):  # an empty key: the emitters write it differently
-        return all(k != "" and _printable_ascii(k) and _printable_ascii(v) for k, v in value.items())
+    if isinstance(value, dict):  # an empty or a long key: the emitters write it differently
+        return all(_simple_key(k) and _printable_ascii(v) for k, v in value.items())
     if isinstance(value, (list, tuple)):
         return all(_printable_ascii(v) for v in value)
     return isinstance(value, (int, float, bool, type(None)))
+
+
+def _simple_key(key: Any) -> bool:
+    if isinstance(key, str):
+        return 0 < len(key) < _LONG_KEY and _printable_ascii(key)
+    return _printable_ascii(key) and len(str(key)) < _LONG_KEY
+
+
+_LONG_KEY = 100  # PyYAML writes `? key` from 123 characters (measured), libyaml from 129
