@@ -9,9 +9,17 @@ strings found none; a property test (tests/test_fast_yaml.py) found one more: an
 later fuzz found another: a long key. PyYAML writes a key as `? key` from 123 characters on,
 libyaml only from 129. So: C when every key and string is printable ASCII and every key is 1-99
 characters long (a margin below 123), OmegaConf's own dumper otherwise.
+
+A document with other strings is not written by C blindly, but need not always take the slow path:
+Hydra's own config holds its help texts (with newlines) in every job's `hydra.yaml`, which made
+that file ~5 ms a job instead of ~1.4. Each scalar is written on its own, so two documents of the
+same shape — the same keys, lists and untrusted strings in the same places, only printable-ASCII
+scalars different — come out alike from both emitters or differ alike. The first document of a
+shape is written by both and compared; the verdict holds for the next ones.
 """
 from __future__ import annotations
 
+from collections import OrderedDict
 from typing import Any
 
 import yaml
@@ -33,11 +41,39 @@ def _c_dumper():
 _C_DUMPER = _c_dumper()
 
 
+_SAME_IN_C: "OrderedDict[Any, bool]" = OrderedDict()  # shape -> whether C wrote it as OmegaConf does
+_SHAPES_KEPT = 64
+
+
 def to_yaml(cfg: Any) -> str:
     """Byte for byte what `OmegaConf.to_yaml(cfg)` returns."""
     container = OmegaConf.to_container(cfg, resolve=False, enum_to_str=True)
-    dumper = _C_DUMPER if _C_DUMPER is not None and _printable_ascii(container) else get_omega_conf_dumper()
+    if _C_DUMPER is None:
+        return _dump(container, get_omega_conf_dumper())
+    if _printable_ascii(container):
+        return _dump(container, _C_DUMPER)
+    shape = _shape(container)
+    same = _SAME_IN_C.get(shape)
+    if same is None:  # the first of its shape: written both ways
+        text = _dump(container, get_omega_conf_dumper())
+        _SAME_IN_C[shape] = _dump(container, _C_DUMPER) == text
+        if len(_SAME_IN_C) > _SHAPES_KEPT:
+            _SAME_IN_C.popitem(last=False)
+        return text
+    return _dump(container, _C_DUMPER if same else get_omega_conf_dumper())
+
+
+def _dump(container: Any, dumper: Any) -> str:
     return yaml.dump(container, default_flow_style=False, allow_unicode=True, sort_keys=False, Dumper=dumper)
+
+
+def _shape(value: Any) -> Any:
+    """The document with each scalar C writes as PyYAML does replaced by one marker; the rest kept."""
+    if isinstance(value, dict):
+        return ("{", tuple((k if _simple_key(k) else ("!", k), _shape(v)) for k, v in value.items()))
+    if isinstance(value, (list, tuple)):
+        return ("[", tuple(_shape(v) for v in value))
+    return "" if _printable_ascii(value) else ("!", type(value).__name__, repr(value))
 
 
 def _printable_ascii(value: Any) -> bool:
