@@ -166,11 +166,13 @@ def measure_sweep(pipe: Any, size: int, steps: int, seeds: int, batch: int, devi
     card_loop(folder / "warm-up-card")  # first calls at this shape, file cache
     run_hydra(cli.run_app, [*arguments, "sampling.seed=0", f"hydra.sweep.dir={folder / 'warm-up-lcm-run'}"])  # loads
     walls = {}
-    for name, way in {"card_loop": card_loop, "lcm_run": lcm_run(1), "lcm_run_batched": lcm_run(batch)}.items():
-        started = time.perf_counter()
-        way(folder / name)
-        walls[name] = round(time.perf_counter() - started, 3)
-    cache.clear()  # the runner's copy of the model; the card's goes with this function
+    try:
+        for name, way in {"card_loop": card_loop, "lcm_run": lcm_run(1), "lcm_run_batched": lcm_run(batch)}.items():
+            started = time.perf_counter()
+            way(folder / name)
+            walls[name] = round(time.perf_counter() - started, 3)
+    finally:
+        cache.clear()  # the runner's copy of the model; the card's goes with this function
     rates = {name: round(seeds / wall, 3) for name, wall in walls.items()}
     return {"seeds": seeds, "batch": batch, "seconds": walls, "images_per_second": rates,
             "ratios": {name: round(wall / walls["card_loop"], 3) for name, wall in walls.items()}}
@@ -186,24 +188,49 @@ def _card_loop(pipe: Any, prompt: str, steps: int, size: int, seeds: int, device
 
 
 def run(tiny: bool, size: int, steps: int, batches: Sequence[int], repeats: int, sweep_seeds: int,
-        work: Path) -> Dict[str, Any]:
+        work: Path, only: Sequence[str] = (), report: Callable[[Dict[str, Any]], None] = lambda result: None,
+        ) -> Dict[str, Any]:
+    """Every variant (or those in `only`), then the whole-runner comparison. `report` gets the result
+    so far after each variant: a run stopped by a time limit keeps what it measured. A variant that
+    fails (inductor without a compiler, out of memory) is recorded with its error; the others run."""
     device = "cuda" if torch.cuda.is_available() else "cpu"
     dtype = torch.float16 if device == "cuda" else torch.float32
     rows: List[Dict[str, Any]] = []
-    sweep = None
+    result = {"device": device, "gpu": torch.cuda.get_device_name(0) if device == "cuda" else None,
+              "dtype": str(dtype), "tiny": tiny, "size": size, "steps": steps, "torch": torch.__version__,
+              "python": platform.python_version(), "rows": rows, "sweep": None, "complete": False}
     for name, change in variants(device).items():
-        pipe = build_pipeline(tiny, dtype, device)
-        change(pipe)
-        for batch in batches:
-            rows.append({"variant": name, "batch": batch, **measure(pipe, size, steps, batch, repeats, device)})
-        if name == "eager" and sweep_seeds:
-            sweep = measure_sweep(pipe, size, steps, sweep_seeds, max(batches), device, work)
-        del pipe
-        if device == "cuda":
-            torch.cuda.empty_cache()
-    gpu = torch.cuda.get_device_name(0) if device == "cuda" else None
-    return {"device": device, "gpu": gpu, "dtype": str(dtype), "tiny": tiny, "size": size, "steps": steps,
-            "torch": torch.__version__, "python": platform.python_version(), "rows": rows, "sweep": sweep}
+        if only and name not in only:
+            continue
+        pipe = None
+        try:
+            pipe = build_pipeline(tiny, dtype, device)
+            change(pipe)
+            for batch in batches:
+                try:
+                    rows.append({"variant": name, "batch": batch, **measure(pipe, size, steps, batch, repeats, device)})
+                except torch.OutOfMemoryError as error:  # a smaller batch may have fit
+                    rows.append({"variant": name, "batch": batch, "error": _error(error)})
+                    torch.cuda.empty_cache()
+            if name == "eager" and sweep_seeds:
+                try:
+                    result["sweep"] = measure_sweep(pipe, size, steps, sweep_seeds, max(batches), device, work)
+                except Exception as error:
+                    result["sweep"] = {"error": _error(error)}
+        except Exception as error:
+            rows.append({"variant": name, "batch": None, "error": _error(error)})
+        finally:
+            del pipe
+            if device == "cuda":
+                torch.cuda.empty_cache()
+        report(result)
+    result["complete"] = True
+    return result
+
+
+def _error(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0] if text else ''}"[:300]
 
 
 def to_markdown(result: Dict[str, Any]) -> str:
@@ -211,11 +238,11 @@ def to_markdown(result: Dict[str, Any]) -> str:
              f"{result['gpu'] or result['device']}{' (tiny architectures)' if result['tiny'] else ''}")
     lines = [f"### {title}", "", "| variant | batch | s / call | s / image | images/s | peak GiB |",
              "|---|---:|---:|---:|---:|---:|"]
-    lines += [f"| {r['variant']} | {r['batch']} | {r['seconds_per_call']} | {r['seconds_per_image']} | "
-              f"{r['images_per_second']} | {r['peak_gib'] if r['peak_gib'] is not None else '-'} |"
-              for r in result["rows"]]
+    lines += [_row(r) for r in result["rows"]]
     sweep = result.get("sweep")
-    if sweep:
+    if sweep and "error" in sweep:
+        lines += ["", f"Whole-runner comparison: failed ({sweep['error']})."]
+    elif sweep:
         rate, ratio = sweep["images_per_second"], sweep["ratios"]
         lines += ["", f"{sweep['seeds']} seeds, eager, model loaded once (images/s; time against the card's loop):", "",
                   f"- the card's loop, one call per seed, PNG saved in the loop: {rate['card_loop']}",
@@ -223,7 +250,17 @@ def to_markdown(result: Dict[str, Any]) -> str:
                   f"({ratio['lcm_run']:.2f}x the time)",
                   f"- `lcm-run -m`, seeds batched {sweep['batch']} to a call: {rate['lcm_run_batched']} "
                   f"({ratio['lcm_run_batched']:.2f}x the time)"]
+    if not result.get("complete", True):
+        lines += ["", "(Incomplete: the run stopped before its last variant.)"]
     return "\n".join(lines) + "\n"
+
+
+def _row(r: Dict[str, Any]) -> str:
+    batch = r["batch"] if r["batch"] is not None else "-"
+    if "error" in r:
+        return f"| {r['variant']} | {batch} | failed: {r['error'].replace('|', '/')} | | | |"
+    return (f"| {r['variant']} | {batch} | {r['seconds_per_call']} | {r['seconds_per_image']} | "
+            f"{r['images_per_second']} | {r['peak_gib'] if r['peak_gib'] is not None else '-'} |")
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -235,18 +272,28 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--sweep-seeds", type=int, default=32,
                         help="images in the whole-runner comparison (0 leaves it out)")
+    parser.add_argument("--variants", type=lambda text: text.split(","), default=[],
+                        help="only these variants, comma-separated (default: all the device allows)")
     parser.add_argument("--out", type=Path, default=Path("bench-results"))
     args = parser.parse_args(argv)
+    known = list(variants("cuda"))
+    if any(name not in known for name in args.variants):
+        parser.error(f"--variants {','.join(args.variants)}: the variants are {', '.join(known)}")
     size = args.size or (256 if args.tiny else 1024)
     args.out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".gpu-bench-work-", dir=args.out) as work:
         result = run(args.tiny, size, args.steps, [int(b) for b in args.batches.split(",")], args.repeats,
-                     args.sweep_seeds, Path(work))
-    (args.out / "gpu_bench.json").write_text(json.dumps(result, indent=2) + "\n")
-    table = to_markdown(result)
-    (args.out / "gpu_bench.md").write_text(table)
-    print(table)
+                     args.sweep_seeds, Path(work), args.variants, report=lambda partial: _write(args.out, partial))
+    print(_write(args.out, result))
     return 0
+
+
+def _write(out: Path, result: Dict[str, Any]) -> str:
+    """gpu_bench.json and gpu_bench.md as they stand; returns the table."""
+    (out / "gpu_bench.json").write_text(json.dumps(result, indent=2) + "\n")
+    table = to_markdown(result)
+    (out / "gpu_bench.md").write_text(table)
+    return table
 
 
 if __name__ == "__main__":

@@ -30,3 +30,35 @@ def test_full_size_configs_are_sdxl():
     assert gpu_bench.SDXL_UNET["transformer_layers_per_block"] == (1, 2, 10)
     assert gpu_bench.SDXL_UNET["cross_attention_dim"] == gpu_bench.CLIP_L["hidden_size"] + gpu_bench.CLIP_BIGG["hidden_size"]
     assert gpu_bench.SDXL_UNET["projection_class_embeddings_input_dim"] == 6 * 256 + gpu_bench.CLIP_BIGG["projection_dim"]
+
+
+def test_a_failing_variant_is_recorded_and_the_others_still_run_and_are_written_as_they_finish(
+        tiny_zoo, tmp_path, monkeypatch):
+    """A GPU session has minutes: an option that fails there (inductor without a compiler, out of
+    memory) must not cost the other measurements, and a run stopped by a time limit keeps what it
+    measured so far."""
+    def broken(pipe):
+        raise RuntimeError("no C++ compiler found\nmore detail")
+
+    monkeypatch.setattr(gpu_bench, "variants", lambda device: {"eager": lambda pipe: None, "broken": broken,
+                                                               "channels_last": lambda pipe: None})
+    seen = []
+    result = gpu_bench.run(True, 64, 2, [1], 1, 0, tmp_path, report=lambda partial: seen.append(
+        ([r["variant"] for r in partial["rows"]], partial["complete"])))
+    assert seen == [(["eager"], False), (["eager", "broken"], False), (["eager", "broken", "channels_last"], False)]
+    assert result["complete"] is True
+    failed = result["rows"][1]
+    assert failed == {"variant": "broken", "batch": None, "error": "RuntimeError: no C++ compiler found"}
+    assert "| broken | - | failed: RuntimeError: no C++ compiler found |" in gpu_bench.to_markdown(result)
+    assert "Incomplete" in gpu_bench.to_markdown({**result, "complete": False})
+
+    only = gpu_bench.run(True, 64, 2, [1], 1, 0, tmp_path, only=["channels_last"])
+    assert [r["variant"] for r in only["rows"]] == ["channels_last"]
+
+
+def test_unknown_variants_are_refused_with_the_known_names(capsys, tmp_path):
+    with pytest.raises(SystemExit) as refused:
+        gpu_bench.main(["--tiny", "--variants", "eager,fast", "--out", str(tmp_path)])
+    assert refused.value.code == 2
+    err = capsys.readouterr().err
+    assert "--variants eager,fast" in err and "compile_regional+channels_last" in err
