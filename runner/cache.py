@@ -31,6 +31,7 @@ class LoadedPipeline:
     variants: Dict[str, Any] = field(default_factory=dict)  # from_pipe views, by pipeline class
     prompt_embeddings: Dict[Tuple, Any] = field(default_factory=dict)  # see runner.prompts
     compile: Dict[str, Any] = field(default_factory=dict)  # device.compile*, applied at the first job
+    hotswap_rank: Optional[int] = None  # device.lora_hotswap_rank: UNet LoRAs padded to it
     compiled: bool = False
 
 

@@ -58,6 +58,10 @@ class DeviceConfig:
     compile: str = "none"  # none | regional | full
     compile_backend: str = "inductor"  # any torch.compile backend; aot_eager / eager to debug
     compile_mode: Optional[str] = None  # e.g. max-autotune-no-cudagraphs
+    # Pad every LoRA loaded into the UNet to this rank (zeros: the same output), so that a later file
+    # of a rank up to it is swapped into its adapter in place, which a compiled UNet runs without
+    # recompiling. The highest rank among the files a sweep swaps; null: no padding.
+    lora_hotswap_rank: Optional[int] = None
 
 
 @dataclass
@@ -186,6 +190,9 @@ def _problems(cfg: DictConfig) -> Iterator[str]:
         yield f"device.compile={cfg.device.compile!r} is not one of {', '.join(COMPILE)}"
     if cfg.device.dtype not in DTYPES:
         yield f"device.dtype={cfg.device.dtype!r} is not one of {', '.join(DTYPES)}"
+    if cfg.device.lora_hotswap_rank is not None and cfg.device.lora_hotswap_rank < 1:
+        yield (f"device.lora_hotswap_rank={cfg.device.lora_hotswap_rank} must be at least 1 (the highest rank "
+               "among the LoRA files the sweep swaps), or null")
     if cfg.on_invalid not in ("fail", "skip"):
         yield f"on_invalid={cfg.on_invalid!r} is not one of fail, skip"
     yield from _scheduler_problems(cfg.scheduler)

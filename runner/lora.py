@@ -16,8 +16,10 @@ from typing import Any, Dict, List, Sequence
 
 from peft.tuners.lora import LoraLayer
 from peft.tuners.tuners_utils import BaseTunerLayer
+from peft.utils.hotswap import prepare_model_for_compiled_hotswap
 
 from runner.cache import LoadedPipeline
+from runner.errors import UserError
 from runner.models import local_path, quiet_libraries
 from runner.plan import AdapterPlan
 
@@ -61,6 +63,7 @@ def _ensure_loaded(loaded: LoadedPipeline, adapter: AdapterPlan) -> Dict[str, An
         if not swapped:
             with quiet_libraries():
                 loaded.pipe.load_lora_weights(str(path.parent), weight_name=path.name, adapter_name=adapter.name)
+            _pad_for_hotswap(loaded, adapter)
         loaded.adapter_files[adapter.name] = file
     return {"name": adapter.name, "source": adapter.source.ref, "file": file,
             "weight": adapter.weight, "cache": "hit" if hit else "miss", "hotswap": swapped}
@@ -82,6 +85,27 @@ def _hotswap(loaded: LoadedPipeline, name: str, path: Path) -> bool:
         return False
     _keep_swapped_scales(pipe.unet, name)
     return True
+
+
+def _pad_for_hotswap(loaded: LoadedPipeline, adapter: AdapterPlan) -> None:
+    """device.lora_hotswap_rank: pad the UNet's LoRA layers to that rank (zeros: the same output),
+    so that a later file of a rank up to it swaps into them in place and a compiled UNet keeps its
+    graphs. A file of a higher rank is refused before anything is padded (peft would stop halfway)."""
+    target = loaded.hotswap_rank
+    unet = loaded.pipe.unet
+    ranks = [module.r[adapter.name] for module in unet.modules()
+             if isinstance(module, LoraLayer) and adapter.name in module.r]
+    if target is None or not ranks:
+        return
+    if max(ranks) > target:
+        loaded.pipe.delete_adapters(adapter.name)
+        loaded.adapter_files.pop(adapter.name, None)
+        raise UserError(
+            f"device.lora_hotswap_rank={target} is below the rank of lora.{adapter.name} "
+            f"({adapter.source.ref!r}), whose UNet layers go up to rank {max(ranks)}. Set "
+            f"device.lora_hotswap_rank to the highest rank among the LoRA files the sweep loads (at least "
+            f"{max(ranks)}), or to null to pad nothing.")
+    prepare_model_for_compiled_hotswap(unet, target_rank=target, check_compiled="ignore")
 
 
 def _keep_swapped_scales(unet: Any, name: str) -> None:

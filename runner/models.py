@@ -120,7 +120,8 @@ def load_pipeline(plan: JobPlan) -> Tuple[LoadedPipeline, bool]:
     entry = LoadedPipeline(pipe=pipe, folder=folder, scheduler_config=pipe.scheduler.config,
                            device=str(pipe._execution_device), dtype=dtype,
                            vae_folder=vae_folder,
-                           compile={k: options[k] for k in ("compile", "compile_backend", "compile_mode")})
+                           compile={k: options[k] for k in ("compile", "compile_backend", "compile_mode")},
+                           hotswap_rank=options["lora_hotswap_rank"])
     cache.pipelines.put(key, entry)
     return entry, False
 

@@ -19,7 +19,7 @@ from runner.sources import Source
 
 # Device options that change how a loaded pipeline is held: part of its cache key.
 MEMORY_OPTIONS = ("channels_last", "vae_slicing", "vae_tiling", "cpu_offload", "compile", "compile_backend",
-                  "compile_mode")
+                  "compile_mode", "lora_hotswap_rank")
 
 
 @dataclass(frozen=True)

@@ -92,3 +92,9 @@ def test_compiled_unet_draws_the_same_and_compiles_once_for_seeds_and_lora_weigh
 def test_an_unknown_compile_mode_is_named(tmp_path):
     with pytest.raises(UserError, match="device.compile='fast' is not one of none, regional, full"):
         run(make_config("zoo=tiny", "device.compile=fast", *SIZE), tmp_path / "job")
+
+
+def test_a_hotswap_rank_below_one_is_named(tmp_path):
+    with pytest.raises(UserError, match="device.lora_hotswap_rank=0 must be at least 1"):
+        run(make_config("zoo=tiny", "device.lora_hotswap_rank=0", *SIZE), tmp_path / "job")
+    assert not (tmp_path / "job").exists()

@@ -9,6 +9,7 @@ from safetensors.torch import load_file, save_file
 
 from conftest import make_config
 from runner import cache
+from runner.errors import UserError
 from runner.run import run
 
 SIZE = ("sampling.height=64", "sampling.width=64")
@@ -134,3 +135,69 @@ def test_a_lora_with_text_encoder_layers_is_never_swapped(tiny_zoo, tmp_path, fr
         fresh = cold(overrides, tmp_path / f"fresh-{name}")
         assert np.array_equal(pixels(done, tmp_path / name), pixels(fresh, tmp_path / f"fresh-{name}")), name
     assert np.abs(pixels(without, tmp_path / "without") - pixels(back, tmp_path / "back")).max() > 0
+
+
+def higher_rank(zoo_dir, folder, rank=8):
+    """papercut (rank 4, kohya format) widened to `rank` with random extra directions."""
+    generator = torch.Generator().manual_seed(3)
+    weights = {}
+    for key, value in load_file(zoo_dir / "papercut" / "papercut.safetensors").items():
+        if key.endswith("lora_down.weight"):
+            extra = torch.randn((rank - value.shape[0], *value.shape[1:]), generator=generator) * value.std()
+            value = torch.cat([value, extra])
+        elif key.endswith("lora_up.weight"):
+            extra = torch.randn((value.shape[0], rank - value.shape[1], *value.shape[2:]), generator=generator)
+            value = torch.cat([value, extra * value.std()], dim=1)
+        weights[key] = value
+    folder.mkdir()
+    save_file(weights, folder / "wide.safetensors")
+    return (f"lora.papercut.source={folder}", "lora.papercut.weight_name=wide.safetensors")
+
+
+def test_padded_loras_swap_a_higher_rank_without_a_retrace(tiny_zoo, tmp_path):
+    """device.lora_hotswap_rank=8: papercut (rank 4) is padded with zeros to 8 and draws as unpadded
+    (within a level: the sums run over more, zero, terms); a rank-8 file then swaps into it with no
+    retrace of the compiled UNet, and draws as a fresh load. Without the option the swap changes the
+    layers' shapes, and the compiled UNet retraces."""
+    import torch._dynamo
+    from torch._dynamo.utils import counters
+
+    wide = higher_rank(tiny_zoo, tmp_path / "wide")
+    plain = (*LIVE, "lora.papercut.weight=0.6")
+    compiled = ("device.compile=regional", "device.compile_backend=eager")
+    unpadded = cold(plain, tmp_path / "unpadded")
+    fresh = cold((*plain, *wide), tmp_path / "fresh")
+
+    def swap_graphs(options, name):
+        """New graphs traced by the swap to the rank-8 file, after a first job and a weight change."""
+        torch._dynamo.reset()
+        counters.clear()
+        cache.clear()
+        run(make_config(*LIVE, *options), tmp_path / f"{name}-first")
+        run(make_config(*plain, *options), tmp_path / f"{name}-weight")  # weights become inputs
+        graphs = counters["stats"]["unique_graphs"]
+        swapped = run(make_config(*plain, *options, *wide), tmp_path / f"{name}-swapped")
+        assert swapped["adapters"][1]["hotswap"] is True
+        assert np.abs(pixels(swapped, tmp_path / f"{name}-swapped") - pixels(fresh, tmp_path / "fresh")).max() <= 1
+        return counters["stats"]["unique_graphs"] - graphs
+
+    try:
+        retraced = swap_graphs(compiled, "unpadded")
+        assert retraced > 0, "without padding a higher rank changes the compiled layers' shapes"
+        retraced = swap_graphs((*compiled, "device.lora_hotswap_rank=8"), "padded")
+        assert retraced == 0, "padded to rank 8: the rank-8 file fits the compiled layers"
+        padded_weight = run(make_config(*plain, *compiled, "device.lora_hotswap_rank=8"), tmp_path / "padded-again")
+        assert np.abs(pixels(padded_weight, tmp_path / "padded-again")
+                      - pixels(unpadded, tmp_path / "unpadded")).max() <= 1, "papercut swapped back, padded"
+    finally:
+        cache.clear()
+        torch._dynamo.reset()
+
+
+def test_a_lora_above_the_hotswap_rank_is_refused_naming_the_option(tiny_zoo, tmp_path, fresh_cache):
+    with pytest.raises(UserError) as refused:
+        run(make_config(*LIVE, "device.lora_hotswap_rank=2"), tmp_path / "job")
+    message = str(refused.value)
+    assert "device.lora_hotswap_rank=2 is below the rank of lora.lcm" in message and "at least 8" in message
+    ok = run(make_config(*LIVE, "device.lora_hotswap_rank=8"), tmp_path / "ok")  # the model is still usable
+    assert [a["name"] for a in ok["adapters"]] == ["lcm", "papercut"]
