@@ -92,10 +92,12 @@ def _pad_for_hotswap(loaded: LoadedPipeline, adapter: AdapterPlan) -> None:
     so that a later file of a rank up to it swaps into them in place and a compiled UNet keeps its
     graphs. A file of a higher rank is refused before anything is padded (peft would stop halfway)."""
     target = loaded.hotswap_rank
+    if target is None:
+        return
     unet = loaded.pipe.unet
     ranks = [module.r[adapter.name] for module in unet.modules()
              if isinstance(module, LoraLayer) and adapter.name in module.r]
-    if target is None or not ranks:
+    if not ranks:  # a file for the text encoders only
         return
     if max(ranks) > target:
         loaded.pipe.delete_adapters(adapter.name)
