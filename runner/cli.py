@@ -51,7 +51,7 @@ def main(cfg: DictConfig) -> None:
 
 
 def run_app() -> None:
-    """The Hydra app as `lcm-run` runs it: with `-m`, Hydra's start composes the config once, not twice
+    """The Hydra app as `lcm-run` runs it: Hydra's start composes the config once, not twice
     (runner.hydra_start)."""
     with hydra_start.composed_once():
         main()

@@ -1,12 +1,14 @@
-"""Hydra's start with `-m`, composed once instead of twice.
+"""Hydra's start, composed once instead of twice.
 
-Before a multirun, `hydra.main` composes the whole config only to read `hydra.mode` from it
-(`Hydra.get_mode`, validation off) and throws it away; `Hydra.multirun` then composes the same
-config again, with `hydra.mode=MULTIRUN` appended to the overrides when the config does not already
-say so (~0.1 s each here). Inside `composed_once()`, the second composition is the first one's
-config, validated as Hydra validates it, with that one appended override applied and recorded the
-way Hydra's loader applies and records it. Anything else (a run, a different override list) is
-composed by Hydra as usual. tests/test_hydra_start.py holds the result to Hydra's own composition.
+Before a run or a multirun, `hydra.main` composes the whole config only to read `hydra.mode` from
+it (`Hydra.get_mode`: multirun mode, validation off) and throws it away; `Hydra.run` or
+`Hydra.multirun` then composes the same config again, with `hydra.mode=RUN` or `hydra.mode=MULTIRUN`
+appended to the overrides when the config does not already say so (~0.1 s each here). Inside
+`composed_once()`, the second composition is the first one's config, validated as Hydra validates
+it, with that one appended override applied and recorded the way Hydra's loader applies and records
+it. Two things make a run's composition differ from the probe's, and then Hydra composes again: a
+config-group default left missing (`???`, which the probe skips and a run refuses) and any other
+override list. tests/test_hydra_start.py holds the result to Hydra's own composition.
 """
 from __future__ import annotations
 
@@ -17,11 +19,11 @@ from hydra._internal.config_loader_impl import ConfigLoaderImpl
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import ConfigCompositionException
 from hydra.types import RunMode
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-# what hydra's _run_app appends after the probe found no hydra.mode (or RUN) under -m
-MULTIRUN_OVERRIDE = "hydra.mode=MULTIRUN"
+# what hydra's _run_app appends after the probe, when the config names no mode (or RUN under -m)
+MODE_OVERRIDES = {RunMode.MULTIRUN: "hydra.mode=MULTIRUN", RunMode.RUN: "hydra.mode=RUN"}
 
 
 class _Probe:
@@ -35,16 +37,19 @@ class _Probe:
     def extra_for(self, loader: Any, config_name: Optional[str], overrides: List[str], run_mode: RunMode,
                   from_shell: bool) -> Optional[List[str]]:
         """The overrides to add to the probe's config to answer this request, or None if it cannot."""
-        if (loader is not self.loader or config_name != self.config_name or run_mode != RunMode.MULTIRUN
+        if (loader is not self.loader or config_name != self.config_name or run_mode not in MODE_OVERRIDES
                 or from_shell != self.from_shell or overrides[:len(self.overrides)] != self.overrides):
             return None
+        choices = self.config.hydra.runtime.choices
+        if run_mode == RunMode.RUN and any(OmegaConf.is_missing(choices, group) for group in choices):
+            return None  # the run must fail as Hydra's does: "You must specify ..."
         extra = overrides[len(self.overrides):]
-        return extra if extra in ([], [MULTIRUN_OVERRIDE]) else None
+        return extra if extra in ([], [MODE_OVERRIDES[run_mode]]) else None
 
 
 @contextlib.contextmanager
 def composed_once() -> Iterator[None]:
-    """Within: a multirun's mode probe and its composition are one composition."""
+    """Within: Hydra's mode probe and the run's or multirun's composition are one composition."""
     original = ConfigLoaderImpl.load_configuration
     probes: List[_Probe] = []
 
@@ -59,7 +64,7 @@ def composed_once() -> Iterator[None]:
         extra = probe.extra_for(self, config_name, list(overrides), run_mode, from_shell) if probe else None
         if extra is None:
             return original(self, config_name, overrides, run_mode, from_shell, validate_sweep_overrides)
-        return _completed(probe, list(overrides), extra, validate_sweep_overrides)
+        return _completed(probe, list(overrides), extra, run_mode, validate_sweep_overrides)
 
     ConfigLoaderImpl.load_configuration = load_configuration  # type: ignore[method-assign]
     try:
@@ -68,12 +73,13 @@ def composed_once() -> Iterator[None]:
         ConfigLoaderImpl.load_configuration = original  # type: ignore[method-assign]
 
 
-def _completed(probe: _Probe, overrides: List[str], extra: List[str], validate: bool) -> DictConfig:
+def _completed(probe: _Probe, overrides: List[str], extra: List[str], run_mode: RunMode,
+               validate: bool) -> DictConfig:
     """What Hydra's loader would compose for `overrides`: the probe's config plus `extra`, which are
     hydra overrides of plain values (they change no defaults list, hence no composition)."""
     parser = OverridesParser.create()
     if validate:
-        ConfigLoaderImpl.validate_sweep_overrides_legal(parser.parse_overrides(overrides), RunMode.MULTIRUN,
+        ConfigLoaderImpl.validate_sweep_overrides_legal(parser.parse_overrides(overrides), run_mode,
                                                         probe.from_shell)
     config = probe.config
     parsed = parser.parse_overrides(extra)

@@ -26,7 +26,7 @@ def cached_embeddings(loaded: LoadedPipeline, pipe: Any, call: Dict[str, Any], a
         if len(loaded.prompt_embeddings) >= MAX_KEPT:
             loaded.prompt_embeddings.pop(next(iter(loaded.prompt_embeddings)))
         loaded.prompt_embeddings[key] = pipe.encode_prompt(
-            prompt=call["prompt"], device=pipe._execution_device, num_images_per_prompt=1,
+            prompt=call["prompt"], device=loaded.device, num_images_per_prompt=1,  # asked once, at load
             do_classifier_free_guidance=do_cfg, negative_prompt=call.get("negative_prompt"), lora_scale=lora_scale)
     embeds, negative, pooled, negative_pooled = loaded.prompt_embeddings[key]
     keywords = {"prompt_embeds": embeds, "pooled_prompt_embeds": pooled}

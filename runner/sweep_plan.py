@@ -10,7 +10,7 @@ import copy
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Dict, Iterator, List, Optional, Sequence, Set, Tuple, Union
 
 from hydra._internal.config_loader_impl import ConfigLoaderImpl, get_overrides_dirname
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
@@ -132,18 +132,22 @@ def compose_jobs(config: DictConfig, jobs: Sequence[List[str]]) -> Iterator[Unio
     """Each job, as Hydra composes it, but composed once per distinct set of config-group choices:
     Hydra itself composes the defaults list first, then applies the plain value overrides
     (`sampling.steps=4`) to the result, and so does this, to a copy of the task config (ms instead
-    of ~0.16 s)."""
+    of ~0.1 s). Jobs making the command line's own choices (a sweep over values) start from a copy
+    of the master config, which Hydra composed already: not composed at all."""
     loader = GlobalHydra.instance().config_loader()
     parser = OverridesParser.create()
     groups: Dict[Tuple[str, ...], Union[ComposedGroup, Exception]] = {}
+    master = _master_overrides(loader, parser, config)
     for overrides in jobs:
         try:
             parsed = parser.parse_overrides(list(overrides))
             is_value = [_is_value_override(loader, o) for o in parsed]
             values = [o for o, value in zip(parsed, is_value) if value]
-            choices = tuple(o.input_line for o, value in zip(parsed, is_value) if not value)
+            group_overrides = [o for o, value in zip(parsed, is_value) if not value]
+            choices = tuple(o.input_line for o in group_overrides)
             if choices not in groups:
-                groups[choices] = _compose(loader, config, list(choices))
+                groups[choices] = (ComposedGroup(_copy_of_master(config)) if _is_masters(master, group_overrides, values)
+                                   else _compose(loader, config, list(choices)))
             group = groups[choices]
             if isinstance(group, Exception):
                 raise group
@@ -162,6 +166,44 @@ def _is_value_override(loader, override: Override) -> bool:
     if override.is_sweep_override() or override.get_key_element().startswith("hydra"):
         return False
     return isinstance(override.value(), dict) or not loader.repository.group_exists(override.key_or_group)
+
+
+def _master_overrides(loader, parser: OverridesParser, config: DictConfig
+                      ) -> Optional[Tuple[Tuple[str, ...], Set[str]]]:
+    """The config-group choices and the plain values of the command line, when a job making exactly
+    these choices and applying these values (and others) composes to the sweep's master config
+    (Hydra's per-job nodes aside): Hydra composed the master from the same defaults list, skipping
+    the sweeps, with these values applied, which the job applies again to the same effect. Not so,
+    and None: a value added (`+`) or deleted (`~`), which cannot be applied twice, or a group default
+    left `???`, which the master skips and a job's composition refuses."""
+    choices = config.hydra.runtime.choices
+    if any(OmegaConf.is_missing(choices, group) for group in choices):
+        return None
+    fixed = [o for o in parser.parse_overrides(list(config.hydra.overrides.task)) if not o.is_sweep_override()]
+    values = [o for o in fixed if _is_value_override(loader, o)]
+    if any(o.is_add() or o.is_delete() for o in values):
+        return None
+    return tuple(_canonical(o) for o in fixed if o not in values), {_canonical(o) for o in values}
+
+
+def _is_masters(master: Optional[Tuple[Tuple[str, ...], Set[str]]], group_overrides: List[Override],
+                values: List[Override]) -> bool:
+    """Whether a job composes to the master config: its choices, and the master's values among its own."""
+    return (master is not None and master[0] == tuple(_canonical(o) for o in group_overrides)
+            and master[1] <= {_canonical(o) for o in values})
+
+
+def _canonical(override: Override) -> str:
+    """An override as the basic sweeper writes it into each job's list (`a={x: 1}` becomes `a={x:1}`)."""
+    return f"{override.get_key_element()}={override.get_value_element_as_str()}"
+
+
+def _copy_of_master(config: DictConfig) -> DictConfig:
+    """The master config as a job's composition starts: flags as the loader leaves them."""
+    copied = copy.deepcopy(config)  # with the resolver cache: ${now:} as in the master (load_sweep_config)
+    OmegaConf.set_struct(copied, True)
+    OmegaConf.set_readonly(copied.hydra, False)
+    return copied
 
 
 def _compose(loader, config: DictConfig, overrides: List[str]) -> Union[ComposedGroup, Exception]:

@@ -1,5 +1,5 @@
 """runner.hydra_start.composed_once against Hydra's own start: the configs Hydra's start hands on are
-the same, and a multirun composes one config fewer."""
+the same, and a run or a multirun composes one config fewer."""
 import contextlib
 import shutil
 import sys
@@ -22,7 +22,9 @@ STARTS = {  # command line -> compositions saved
     "-m group sweep": (["--multirun", "scheduler=lcm,euler_a", "lora=lcm,none"], 1),
     "mode set by an override, no -m": (["hydra.mode=MULTIRUN", "sampling.seed=0,1"], 1),
     "-m over hydra.mode=RUN (Hydra warns)": (["-m", "hydra.mode=RUN", "sampling.seed=3"], 1),
-    "a single run": (["sampling.seed=3"], 0),
+    "a single run": (["sampling.seed=3"], 1),
+    "a single run, mode set by an override": (["hydra.mode=RUN", "experiment=lora_papercut", "zoo=tiny"], 1),
+    "a single run with a group deleted and a key added": (["~lora", "+sampling.extra=1"], 1),
 }
 FAILURES = {
     "-m with an unknown key": ["-m", "sampling.nope=1"],
@@ -31,12 +33,12 @@ FAILURES = {
 }
 
 
-def start(arguments, tmp_path, monkeypatch, reuse):
+def start(arguments, tmp_path, monkeypatch, reuse, config_dir=None):
     with monkeypatch.context() as patches:
-        return _start(arguments, tmp_path, patches, reuse)
+        return _start(arguments, tmp_path, patches, reuse, config_dir or cli.config_dir())
 
 
-def _start(arguments, tmp_path, monkeypatch, reuse):
+def _start(arguments, tmp_path, monkeypatch, reuse, config_dir):
     """Run a no-op Hydra app over the project's config; return the configs Hydra.compose_config
     gave back (as YAML, when each came back) and how many compositions the loader made."""
     seen, composed = [], []
@@ -53,9 +55,10 @@ def _start(arguments, tmp_path, monkeypatch, reuse):
 
     monkeypatch.setattr(Hydra, "compose_config", recording)
     monkeypatch.setattr(ConfigLoaderImpl, "_load_configuration_impl", counting)
-    app = hydra.main(config_path=cli.config_dir(), config_name="config", version_base="1.3")(lambda cfg: None)
+    app = hydra.main(config_path=config_dir, config_name="config", version_base="1.3")(lambda cfg: None)
     shutil.rmtree(tmp_path / "out", ignore_errors=True)
-    monkeypatch.setattr(sys, "argv", ["app", *arguments, *PLAIN_HYDRA, f"hydra.sweep.dir={tmp_path / 'out'}",
+    plain = PLAIN_HYDRA if config_dir == cli.config_dir() else []  # another config has no callbacks of ours
+    monkeypatch.setattr(sys, "argv", ["app", *arguments, *plain, f"hydra.sweep.dir={tmp_path / 'out'}",
                                       f"hydra.run.dir={tmp_path / 'out'}"])
     GlobalHydra.instance().clear()
     try:
@@ -88,6 +91,25 @@ def test_bad_starts_fail_as_in_hydra(name, tmp_path, monkeypatch):
             start(FAILURES[name], tmp_path, monkeypatch, reuse)
         errors.append((type(raised.value), str(raised.value), str(raised.value.__cause__)))
     assert errors[0] == errors[1]
+
+
+def test_a_run_missing_a_group_choice_fails_as_in_hydra(tmp_path, monkeypatch):
+    """Hydra's mode probe skips a group default left `???`; the run must still refuse it."""
+    conf = tmp_path / "conf"
+    (conf / "db").mkdir(parents=True)
+    (conf / "config.yaml").write_text("defaults:\n  - db: ???\n  - _self_\nx: 1\n")
+    (conf / "db" / "mysql.yaml").write_text("a: 1\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HYDRA_FULL_ERROR", "1")
+    errors = []
+    for reuse in (False, True):
+        with pytest.raises(Exception) as raised:
+            start(["x=2"], tmp_path, monkeypatch, reuse, str(conf))
+        errors.append((type(raised.value), str(raised.value)))
+    assert errors[0] == errors[1] and "You must specify 'db'" in errors[0][1]
+    hydras, _ = start(["-m", "db=mysql"], tmp_path, monkeypatch, False, str(conf))
+    ours, _ = start(["-m", "db=mysql"], tmp_path, monkeypatch, True, str(conf))
+    assert ours == hydras and len(ours) == 2
 
 
 def test_the_loader_is_put_back_even_when_the_app_fails():

@@ -19,6 +19,7 @@ SWEEPS = [
     ["zoo=tiny", "sampling.steps=1,2", "lora=lcm,none", "sampling.prompt=a fox,'ein Fuchs, müde'"],
     ["experiment=t2i", "zoo=tiny", "sampling.seed=range(0,3)", "hydra.job.chdir=true", "+sampling.extra=x"],
     ["zoo=tiny", "~lora.lcm", "sampling.seed=0,1", "+hydra.job.env_set.LCM_TEST_VAR=yes"],
+    ["experiment=t2i", "zoo=tiny", "sampling={steps: 2}", "sampling.seed=0,1", "+hydra.job.env_set.LCM_TEST_VAR=no"],
 ]
 
 

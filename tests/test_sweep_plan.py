@@ -18,7 +18,12 @@ SWEEPS = [
     ["experiment=t2i,lora_papercut,controlnet_canny", "zoo=tiny", "+scheduler.timestep_spacing=trailing,leading"],
     ["zoo=tiny", "scheduler=lcm,dpmpp_2m", "~lora.lcm", "sampling.prompt='a, b',c"],
     ["experiment=sweep_steps_guidance", "zoo=tiny", "sampling.steps=3"],
+    ["experiment=lora_papercut", "zoo=tiny", "++sampling.extra=1", "sampling={steps: 2, seed: 4}",
+     "lora.papercut.weight=0,0.5", "sampling.height=${sampling.width}"],
+    ["zoo=tiny", "+sampling.extra=1", "sampling.steps=1,2"],
 ]
+# sweep -> compositions beyond the master's: values alone make none (the master is the jobs' own)
+COMPOSITIONS = {0: 0, 1: 2, 2: 2, 3: 3, 4: 2, 5: 0, 6: 0, 7: 1}
 
 
 @pytest.fixture
@@ -46,6 +51,17 @@ def test_each_job_config_equals_hydras_own_compose(arguments, loader):
             assert OmegaConf.to_yaml(config) == OmegaConf.to_yaml(slow), job
             assert OmegaConf.to_yaml(fast.group.hydra) == OmegaConf.to_yaml(OmegaConf.masked_copy(slow, "hydra"))
             assert fast.group.hydra.hydra._get_parent() is config, "interpolations into the job's config"
+
+
+@pytest.mark.parametrize("number", COMPOSITIONS)
+def test_jobs_making_the_command_lines_group_choices_reuse_the_master(number, loader, monkeypatch):
+    master = loader.load_configuration("config", SWEEPS[number], run_mode=RunMode.MULTIRUN)
+    jobs, _ = sweep_plan.expand(master)
+    composed = []
+    compose = loader.load_sweep_config
+    monkeypatch.setattr(loader, "load_sweep_config", lambda *args: composed.append(1) or compose(*args))
+    groups = {id(job.group) for job in sweep_plan.compose_jobs(master, jobs)}
+    assert len(composed) == COMPOSITIONS[number] and len(groups) == max(1, COMPOSITIONS[number])
 
 
 def test_a_group_config_is_put_back_after_each_job(loader):
@@ -86,3 +102,26 @@ def test_bad_jobs_carry_their_reason_and_good_ones_their_plan(loader):
     assert reasons["zoo=tiny sampling.steps=4 lora=none"] is None
     assert "sampling.steps=0" in reasons["zoo=tiny sampling.steps=0 lora=none"]
     assert "nope" in reasons["zoo=tiny sampling.steps=4 lora=nope"]
+
+
+def test_a_group_left_missing_fails_each_job_as_in_hydra(tmp_path):
+    """A multirun's master skips a group default left `???`; each job's composition refuses it."""
+    (tmp_path / "db").mkdir()
+    (tmp_path / "config.yaml").write_text("defaults:\n  - db: ???\n  - _self_\nx: 1\n")
+    (tmp_path / "db" / "mysql.yaml").write_text("a: 1\n")
+    with initialize_config_dir(config_dir=str(tmp_path), version_base="1.3"):
+        loader = GlobalHydra.instance().config_loader()
+        for arguments, fails in ((["x=2,3"], True), (["db=mysql", "x=2,3"], False)):
+            master = loader.load_configuration("config", arguments, run_mode=RunMode.MULTIRUN)
+            jobs = [["x=2"], ["x=3"]] if fails else [["db=mysql", "x=2"], ["db=mysql", "x=3"]]
+            for job, fast in zip(jobs, sweep_plan.compose_jobs(master, jobs)):
+                if fails:
+                    with pytest.raises(Exception, match="You must specify 'db'"):
+                        loader.load_sweep_config(master, job)
+                    assert "You must specify 'db'" in str(fast)
+                else:
+                    slow = loader.load_sweep_config(master, job)
+                    with open_dict(slow):
+                        slow.hydra.job.id = slow.hydra.job.num = 0
+                    with fast.applied(0) as config:
+                        assert OmegaConf.to_yaml(config) == OmegaConf.to_yaml(slow)

@@ -23,28 +23,41 @@ def hydra_files(job):
     return files
 
 
-@pytest.mark.slow
-def test_same_jobs_files_and_pixels_as_hydras_basic_sweeper(tiny_zoo, tmp_path):
+def same_sweep_three_ways(grid, tmp_path, jobs):
+    """The sweep run by lcm-run's sweeper, by Hydra's basic one, and by ours with Hydra's run_job:
+    the same job folders, `.hydra/` files and pixels. Returns our run and the basic one's."""
     ours, basic = tmp_path / "ours", tmp_path / "basic"
-    done = lcm_run(*GRID, f"hydra.sweep.dir={ours}", cwd=tmp_path)
+    done = lcm_run(*grid, f"hydra.sweep.dir={ours}", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
-    stock = lcm_run(*GRID, f"hydra.sweep.dir={basic}", "hydra/sweeper=basic", cwd=tmp_path)
+    stock = lcm_run(*grid, f"hydra.sweep.dir={basic}", "hydra/sweeper=basic", cwd=tmp_path)
     assert stock.returncode == 0, stock.stderr
     hydras = tmp_path / "ours-with-hydras-run-job"
-    assert lcm_run(*GRID, f"hydra.sweep.dir={hydras}", "hydra.sweeper.launch=hydra", cwd=tmp_path).returncode == 0
-    jobs = sorted(p.name for p in basic.iterdir() if p.is_dir())
-    assert sorted(p.name for p in ours.iterdir() if p.is_dir()) == jobs == [str(i) for i in range(6)]
-    for job in jobs:
+    assert lcm_run(*grid, f"hydra.sweep.dir={hydras}", "hydra.sweeper.launch=hydra", cwd=tmp_path).returncode == 0
+    folders = sorted(p.name for p in basic.iterdir() if p.is_dir())
+    assert sorted(p.name for p in ours.iterdir() if p.is_dir()) == folders == [str(i) for i in range(jobs)]
+    for job in folders:
         assert hydra_files(ours / job) == hydra_files(basic / job) == hydra_files(hydras / job), job
         for image in (basic / job).glob("image_*.png"):
             assert np.array_equal(np.asarray(Image.open(image)), np.asarray(Image.open(ours / job / image.name)))
+    return done, stock
 
+
+@pytest.mark.slow
+def test_same_jobs_files_and_pixels_as_hydras_basic_sweeper(tiny_zoo, tmp_path):
+    done, stock = same_sweep_three_ways(GRID, tmp_path, jobs=6)
     launched = [int(n) for n in re.findall(r"#(\d+) :", done.stdout + done.stderr)]
     stacks = {0: "lcm", 1: "lcm", 2: "none", 3: "none", 4: "lcm_papercut", 5: "lcm_papercut"}
     switches = sum(stacks[a] != stacks[b] for a, b in zip(launched, launched[1:]))
     assert sorted(launched) == list(range(6)) and switches == 2, "each LoRA stack once, then the next"
     grid = [int(n) for n in re.findall(r"#(\d+) :", stock.stdout + stock.stderr)]
     assert grid == list(range(6))
+
+
+@pytest.mark.slow
+def test_a_sweep_over_values_alone_gives_the_same_as_hydras_basic_sweeper(tiny_zoo, tmp_path):
+    """Its jobs start from the master config instead of a composition (runner.sweep_plan)."""
+    same_sweep_three_ways(["-m", "zoo=tiny", "sampling.height=64", "sampling.width=64", "sampling.steps=1,2",
+                           "sampling.guidance_scale=0,1.5", "sampling={seed: 3}"], tmp_path, jobs=4)
 
 
 def test_grid_order_can_be_kept(tmp_path):
