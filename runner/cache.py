@@ -8,7 +8,7 @@ from __future__ import annotations
 import gc
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Any, Dict, Hashable, Optional, Tuple
+from typing import Any, Dict, Hashable, List, Optional, Tuple
 
 # How many base pipelines stay loaded at once. One SDXL pipeline is ~7 GB in fp16; a sweep that
 # switches models is ordered so that it switches as rarely as possible.
@@ -28,6 +28,7 @@ class LoadedPipeline:
     fused: Tuple[Tuple[str, float], ...] = ()  # (name, weight) merged into the weights
     lora_enabled: bool = True
     pristine: Dict[Tuple[str, str], Any] = field(default_factory=dict)  # weights before any fuse
+    bypassed: List[Tuple[Any, str, Any]] = field(default_factory=list)  # see runner.lora._bypass_merged
     variants: Dict[str, Any] = field(default_factory=dict)  # from_pipe views, by pipeline class
     prompt_embeddings: Dict[Tuple, Any] = field(default_factory=dict)  # see runner.prompts
     compile: Dict[str, Any] = field(default_factory=dict)  # device.compile*, applied at the first job

@@ -4,7 +4,8 @@ No download is needed (and none is possible on the project's machines): the full
 and both text encoders are built from their published configs with random weights — speed does not
 depend on weight values — with a rank-64 LoRA on the LCM-LoRA's layers, fused as the card fuses it.
 The variants are the runner's own options (`device.channels_last`, `device.compile=regional`,
-`vae=fp16_fix`, `vae=taesdxl`). Each variant runs 1024², 4 LCM steps, batch 1 and batch 8, after a
+`vae=fp16_fix`, `vae=taesdxl`), and `lora_layers_kept`: the card's code, whose fused LoRA leaves
+peft's layers in the forward pass where "eager" (and lcm-run) take them out (runner.lora). Each variant runs 1024², 4 LCM steps, batch 1 and batch 8, after a
 warm-up, and reports seconds per call, images/s and peak GPU memory.
 
 Then the whole runner (`--sweep-seeds`, default 32): the eager pipeline is saved as a diffusers
@@ -108,8 +109,14 @@ def variants(device: str) -> Dict[str, Callable[[Any], None]]:
         width = dict(encoder_block_out_channels=(16,) * 4, decoder_block_out_channels=(16,) * 4) if narrow else {}
         pipe.vae = AutoencoderTiny(**width).to(pipe.device, pipe.dtype)
 
-    chosen = {"eager": lambda pipe: None, "channels_last": channels_last, "vae_fp16_decode": fp16_fix_vae,
-              "taesdxl_preview": taesdxl}
+    def lora_layers_kept(pipe):  # the card's fuse_lora() alone: peft's merged layers stay in the forward
+        from peft import LoraConfig
+
+        pipe.unet.add_adapter(LoraConfig(r=64, lora_alpha=64, target_modules=LCM_LORA_TARGETS), adapter_name="kept")
+        pipe.fuse_lora(adapter_names=["kept"])  # peft's default init: B = 0, the weights do not change
+
+    chosen = {"eager": lambda pipe: None, "lora_layers_kept": lora_layers_kept, "channels_last": channels_last,
+              "vae_fp16_decode": fp16_fix_vae, "taesdxl_preview": taesdxl}
     if device.startswith("cuda"):
         chosen["compile_regional+channels_last"] = compiled
         chosen["all"] = lambda pipe: (compiled(pipe), fp16_fix_vae(pipe))

@@ -117,6 +117,28 @@ def test_refusing_then_refusing_back_restores_exact_weights(tiny_zoo, tmp_path, 
     assert np.array_equal(job_pixels(first, tmp_path / "a"), job_pixels(again, tmp_path / "d"))
 
 
+def test_a_fused_stack_runs_without_peft_layers_and_changes_like_fresh_processes(tiny_zoo, tmp_path, fresh_cache):
+    """Once fused, peft's layers are out of the model (runner.lora._bypass_merged); they come back,
+    unreloaded, for the next stack: a fused weight, live adapters, another stack."""
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    jobs = {"a": ("sampling.seed=1",), "b": ("lora.lcm.weight=0.5",), "c": ("fuse_lora=false", "lora.lcm.weight=0.3"),
+            "d": ("lora=lcm_papercut",), "e": ()}
+    warm, records = {}, {}
+    for name, overrides in jobs.items():
+        records[name] = run(make_config("zoo=tiny", "sampling.steps=2", *overrides), tmp_path / name)
+        warm[name] = job_pixels(records[name], tmp_path / name)
+        unet = next(iter(cache.pipelines._entries.values())).pipe.unet
+        peft_layers = sum(isinstance(module, BaseTunerLayer) for module in unet.modules())
+        assert (peft_layers == 0) == records[name]["fused"], name
+    assert [a["cache"] for name in "bce" for a in records[name]["adapters"]] == ["hit"] * 3, "nothing reloaded"
+    for name, overrides in jobs.items():
+        cache.clear()
+        cold = run(make_config("zoo=tiny", "sampling.steps=2", *overrides), tmp_path / f"cold-{name}")
+        assert np.array_equal(job_pixels(cold, tmp_path / f"cold-{name}"), warm[name]), name
+    assert mean_change(warm["b"], warm["e"]) >= 5 and mean_change(warm["c"], warm["e"]) >= 5
+
+
 def test_stacks_switch_in_one_process_like_fresh_processes(tiny_zoo, tmp_path, fresh_cache):
     """LCM + papercut, then no LoRA at all, then LCM alone again: each equals a cold run."""
     stacked = run(make_config("zoo=tiny", "lora=lcm_papercut", "fuse_lora=false"), tmp_path / "s")
