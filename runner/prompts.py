@@ -6,11 +6,12 @@ text encoders every job; the result is kept with the loaded pipeline and handed 
 """
 from __future__ import annotations
 
-from typing import Any, Dict, Tuple
+from typing import Any, Dict, Set, Tuple
 
 from runner.cache import LoadedPipeline
 
 MAX_KEPT = 64  # distinct prompts kept per loaded pipeline
+_TEXT_ENCODERS = ("text_encoder", "text_encoder_2")
 
 
 def cached_embeddings(loaded: LoadedPipeline, pipe: Any, call: Dict[str, Any], adapters) -> Tuple[Dict[str, Any], bool]:
@@ -18,9 +19,14 @@ def cached_embeddings(loaded: LoadedPipeline, pipe: Any, call: Dict[str, Any], a
     do_cfg = call["guidance_scale"] > 1 and pipe.unet.config.time_cond_proj_dim is None
     lora_scale = (call.get("cross_attention_kwargs") or {}).get("scale")
     # Everything that changes what the text encoders compute: text, CFG, and their LoRA layers (which
-    # file is loaded under each adapter name: another file may hold other text-encoder layers).
-    key = (call["prompt"], call.get("negative_prompt"), do_cfg, lora_scale, loaded.fused, loaded.lora_enabled,
-           tuple((a.name, loaded.adapter_files.get(a.name), a.weight) for a in adapters))
+    # file is loaded under each adapter name: another file may hold other text-encoder layers). A
+    # stack with no text-encoder layers (LCM-LoRA, most style LoRAs) leaves them as they are: a
+    # LoRA-weight sweep then encodes its prompt once.
+    lora_state = ()
+    if _text_encoder_adapters(pipe) & {a.name for a in adapters}:
+        files = tuple((a.name, loaded.adapter_files.get(a.name), a.weight) for a in adapters)
+        lora_state = (lora_scale, loaded.fused, loaded.lora_enabled, files)
+    key = (call["prompt"], call.get("negative_prompt"), do_cfg, lora_state)
     hit = key in loaded.prompt_embeddings
     if not hit:
         if len(loaded.prompt_embeddings) >= MAX_KEPT:
@@ -33,3 +39,9 @@ def cached_embeddings(loaded: LoadedPipeline, pipe: Any, call: Dict[str, Any], a
     if do_cfg:
         keywords.update(negative_prompt_embeds=negative, negative_pooled_prompt_embeds=negative_pooled)
     return keywords, hit
+
+
+def _text_encoder_adapters(pipe: Any) -> Set[str]:
+    """The adapters loaded into either text encoder (those whose files hold text-encoder layers)."""
+    return {name for component in _TEXT_ENCODERS
+            for name in (getattr(getattr(pipe, component, None), "peft_config", None) or {})}

@@ -137,6 +137,19 @@ def test_a_lora_with_text_encoder_layers_is_never_swapped(tiny_zoo, tmp_path, fr
     assert np.abs(pixels(without, tmp_path / "without") - pixels(back, tmp_path / "back")).max() > 0
 
 
+@pytest.mark.parametrize("text_layers", [False, True], ids=["UNet-only files", "a file with text-encoder layers"])
+def test_a_lora_weight_change_reencodes_the_prompt_only_where_the_text_encoders_hold_it(
+        text_layers, tiny_zoo, tmp_path, fresh_cache):
+    """LCM-LoRA and papercut touch only the UNet: their weights leave the text encoders' output as it
+    is, so a weight sweep keeps the prompt's embeddings; a file with text-encoder layers does not."""
+    stack = (*LIVE, *with_text_encoder_layers(tiny_zoo, tmp_path / "with-text")) if text_layers else LIVE
+    run(make_config(*stack, "lora.papercut.weight=0.8"), tmp_path / "first")
+    warm = run(make_config(*stack, "lora.papercut.weight=0.3"), tmp_path / "warm")
+    assert warm["prompt_embeddings"] == ("encoded" if text_layers else "cached")
+    fresh = cold((*stack, "lora.papercut.weight=0.3"), tmp_path / "cold")
+    assert np.array_equal(pixels(warm, tmp_path / "warm"), pixels(fresh, tmp_path / "cold"))
+
+
 def higher_rank(zoo_dir, folder, rank=8):
     """papercut (rank 4, kohya format) widened to `rank` with random extra directions."""
     generator = torch.Generator().manual_seed(3)
