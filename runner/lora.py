@@ -43,13 +43,11 @@ def apply_stack(loaded: LoadedPipeline, adapters: Sequence[AdapterPlan], fuse: b
         _restore_pristine(loaded)
     if adapters:
         _set_enabled(loaded, True)
-        if loaded.fused != wanted_fused or not fuse:  # an already fused stack needs nothing
-            loaded.pipe.set_adapters(names, adapter_weights=weights)
-        if loaded.fused != wanted_fused:
+        loaded.pipe.set_adapters(names, adapter_weights=weights)
+        if fuse:  # unfused by now: a stack fused as wanted returned above
             _save_pristine(loaded)
             loaded.pipe.fuse_lora(adapter_names=names)
             loaded.fused = wanted_fused
-        if fuse:
             _bypass_merged(loaded)
     elif loaded.adapter_files:
         _set_enabled(loaded, False)
@@ -76,6 +74,7 @@ def _bypass_merged(loaded: LoadedPipeline) -> None:
 
 
 def _put_back_bypassed(loaded: LoadedPipeline) -> None:
+    """The LoRA layers back where `_bypass_merged` took them from."""
     for parent, attribute, layer in reversed(loaded.bypassed):
         setattr(parent, attribute, layer)
     loaded.bypassed.clear()
