@@ -5,8 +5,9 @@ and both text encoders are built from their published configs with random weight
 depend on weight values — with a rank-64 LoRA on the LCM-LoRA's layers, fused as the card fuses it.
 The variants are the runner's own options (`device.channels_last`, `device.compile=regional`,
 `vae=fp16_fix`, `vae=taesdxl`), and `lora_layers_kept`: the card's code, whose fused LoRA leaves
-peft's layers in the forward pass where "eager" (and lcm-run) take them out (runner.lora). Each variant runs 1024², 4 LCM steps, batch 1 and batch 8, after a
-warm-up, and reports seconds per call, images/s and peak GPU memory.
+peft's layers in the forward pass where "eager" (and lcm-run) take them out (runner.lora). Each
+variant runs 1024², 4 LCM steps, batch 1 and batch 8, after a warm-up, and reports seconds per call,
+images/s and peak GPU memory.
 
 Then the whole runner (`--sweep-seeds`, default 32): the eager pipeline is saved as a diffusers
 folder, and the same seeds are made three ways with it loaded once: the card's loop (one call per

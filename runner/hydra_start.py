@@ -40,11 +40,17 @@ class _Probe:
         if (loader is not self.loader or config_name != self.config_name or run_mode not in MODE_OVERRIDES
                 or from_shell != self.from_shell or overrides[:len(self.overrides)] != self.overrides):
             return None
-        choices = self.config.hydra.runtime.choices
-        if run_mode == RunMode.RUN and any(OmegaConf.is_missing(choices, group) for group in choices):
+        if run_mode == RunMode.RUN and skipped_a_missing_group(self.config):
             return None  # the run must fail as Hydra's does: "You must specify ..."
         extra = overrides[len(self.overrides):]
         return extra if extra in ([], [MODE_OVERRIDES[run_mode]]) else None
+
+
+def skipped_a_missing_group(config: DictConfig) -> bool:
+    """Whether a multirun-mode composition skipped a config-group default left `???` (Hydra records
+    its choice as missing), which a run's or a sweep job's composition refuses."""
+    choices = config.hydra.runtime.choices
+    return any(OmegaConf.is_missing(choices, group) for group in choices)
 
 
 @contextlib.contextmanager

@@ -20,6 +20,7 @@ from hydra.core.override_parser.types import Override
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from runner import cache, interrupts
+from runner.hydra_start import skipped_a_missing_group
 from runner.errors import UserError
 from runner import plan as plans
 from runner.plan import JobPlan, plan_job
@@ -176,8 +177,7 @@ def _master_overrides(loader, parser: OverridesParser, config: DictConfig
     the sweeps, with these values applied, which the job applies again to the same effect. Not so,
     and None: a value added (`+`) or deleted (`~`), which cannot be applied twice, or a group default
     left `???`, which the master skips and a job's composition refuses."""
-    choices = config.hydra.runtime.choices
-    if any(OmegaConf.is_missing(choices, group) for group in choices):
+    if skipped_a_missing_group(config):
         return None
     fixed = [o for o in parser.parse_overrides(list(config.hydra.overrides.task)) if not o.is_sweep_override()]
     values = [o for o in fixed if _is_value_override(loader, o)]
