@@ -6,6 +6,8 @@ OpenCV, stack to three channels, and keeps every picture fed to the pipeline in 
 """
 from __future__ import annotations
 
+import io
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Iterator, Mapping, Optional, Tuple
@@ -180,11 +182,22 @@ def resolve_image(key: str, ref: str, twins: Mapping[str, str]) -> str:
 
 
 def prepare_inputs(plan: ConditioningPlan, width: int, height: int) -> Tuple[Dict[str, Any], Dict[str, Any]]:
-    """The pipeline keywords for the conditioning images, and every image fed, by role."""
+    """The pipeline keywords for the conditioning images, and every image fed, by role. A sweep over
+    scales, seeds or steps feeds the same images every job: they are made once while their files
+    stay as they were (path, size, modification time)."""
     if plan.kind == "none":
         return {}, {}
     if any(ref.startswith(str(zoo.zoo_dir())) for _, ref in plan.images):
         zoo.ensure_zoo()
+    key = (plan.kind, plan.images, plan.canny, plan.detect_resolution, width, height,
+           tuple(_file_identity(ref) for _, ref in plan.images))
+    if key not in _PREPARED:
+        _keep(_PREPARED, key, _prepare(plan, width, height))
+    images_in, fed = _PREPARED[key]
+    return dict(images_in), dict(fed)
+
+
+def _prepare(plan: ConditioningPlan, width: int, height: int) -> Tuple[Dict[str, Any], Dict[str, Any]]:
     loaded = {role: _load_image(ref) for role, ref in plan.images}
     if plan.kind == "inpaint":
         fed = {role: image.resize((width, height)) for role, image in loaded.items()}
@@ -209,14 +222,47 @@ def canny_map(image, low: int, high: int):
 
 
 def save_inputs(job_dir: Path, images: Mapping[str, Any]) -> Dict[str, str]:
-    from runner.records import save_png
+    from runner.records import save_bytes
 
     files = {}
     for role, image in images.items():
         relative = f"{INPUTS_DIR}/{role}.png"
-        save_png(job_dir / relative, image)
+        save_bytes(job_dir / relative, _png(image))
         files[role] = relative
     return files
+
+
+# Prepared inputs (key -> (pipeline keywords, images fed)) and their PNG files' bytes (id -> (image,
+# bytes)), the few most recent: a sweep switches conditioning images rarely (cost order).
+KEPT = 4
+_PREPARED: "OrderedDict[Tuple, Tuple[Dict[str, Any], Dict[str, Any]]]" = OrderedDict()
+_ENCODED: "OrderedDict[int, Tuple[Any, bytes]]" = OrderedDict()
+
+
+def _png(image: Any) -> bytes:
+    """What `image.save(path, format="PNG")` writes, encoded once per image however many jobs it feeds."""
+    kept = _ENCODED.get(id(image))
+    if kept is None or kept[0] is not image:  # an id is only reused once its image is gone
+        buffer = io.BytesIO()
+        image.save(buffer, format="PNG")
+        kept = (image, buffer.getvalue())
+        _keep(_ENCODED, id(image), kept, limit=2 * KEPT)  # up to two images per prepared set
+    return kept[1]
+
+
+def _keep(store: "OrderedDict", key: Any, value: Any, limit: int = KEPT) -> None:
+    store[key] = value
+    while len(store) > limit:
+        store.popitem(last=False)
+
+
+def _file_identity(ref: str) -> Tuple:
+    """A local file as it is now (a URL as itself: offline runs read it from the hub's cache)."""
+    try:
+        stat = Path(ref).stat()
+    except (OSError, ValueError):
+        return (ref,)
+    return (ref, stat.st_size, stat.st_mtime_ns)
 
 
 def save_side_by_side(job_dir: Path, inputs: Mapping[str, Any], outputs) -> str:

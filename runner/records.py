@@ -104,6 +104,10 @@ def save_png(path: Path, image: Any, pnginfo: Any = None) -> None:
     _atomic(path, lambda handle: image.save(handle, format="PNG", pnginfo=pnginfo))
 
 
+def save_bytes(path: Path, data: bytes) -> None:
+    _atomic(path, lambda handle: handle.write(data))
+
+
 def read_json(path: Path) -> Dict[str, Any]:
     return json.loads(path.read_text(encoding="utf-8"))
 

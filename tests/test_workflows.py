@@ -1,5 +1,7 @@
 """Every workflow of the model card, as an experiment on the tiny zoo, equals the card's own code
 called by hand on the same tiny components, seed and size."""
+import io
+
 import cv2
 import numpy as np
 import pytest
@@ -158,6 +160,36 @@ def test_conditioning_scale_sweep_loads_each_model_once(tiny_zoo, tmp_path):
                                               {"base": "hit", "controlnet": "hit"}]
     change = np.abs(output_pixels(records[0], tmp_path / "0.0") - output_pixels(records[1], tmp_path / "1.0")).mean()
     assert change >= 5, "the ControlNet should change the image clearly"
+
+
+def test_conditioning_images_are_made_once_and_follow_their_file(tiny_zoo, tmp_path, monkeypatch):
+    """A scale sweep feeds the same canny map every job: it is made and encoded once, and each job
+    folder still gets the files `image.save` writes; a source image changed on disk is read again."""
+    from runner import conditioning
+
+    source = tmp_path / "source.png"
+    Image.open(tiny_zoo / "images" / "canny_source.png").save(source)
+    made, encoded = [], []
+    canny, save = conditioning.canny_map, Image.Image.save
+    monkeypatch.setattr(conditioning, "canny_map", lambda *args: made.append(1) or canny(*args))
+    monkeypatch.setattr(Image.Image, "save", lambda self, fp, *a, **k: (  # encodings into memory
+        encoded.append(k.get("format")) if isinstance(fp, io.BytesIO) else None) or save(self, fp, *a, **k))
+    jobs = ("experiment=controlnet_canny", "zoo=tiny", "sampling.height=64", "sampling.width=64",
+            f"conditioning.image={source}")
+    first = run(make_config(*jobs, "conditioning.conditioning_scale=0.2"), tmp_path / "a")
+    second = run(make_config(*jobs, "conditioning.conditioning_scale=0.9"), tmp_path / "b")
+    assert len(made) == 1 and encoded == ["PNG", "PNG"], "one canny map, its two inputs encoded once"
+    for role, relative in first["inputs"].items():
+        if role != "side_by_side":
+            expected = tmp_path / f"expected-{role}.png"
+            save(Image.open(tmp_path / "a" / relative), expected, format="PNG")
+            assert (tmp_path / "b" / relative).read_bytes() == (tmp_path / "a" / relative).read_bytes()
+            assert np.array_equal(as_array(Image.open(expected)), as_array(Image.open(tmp_path / "b" / relative)))
+    Image.open(source).transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(source)
+    third = run(make_config(*jobs, "conditioning.conditioning_scale=0.9"), tmp_path / "c")
+    assert len(made) == 2
+    flipped = as_array(Image.open(tmp_path / "c" / third["inputs"]["control_image"]))
+    assert not np.array_equal(flipped, as_array(Image.open(tmp_path / "b" / second["inputs"]["control_image"])))
 
 
 def test_switching_conditioning_kinds_shares_the_loaded_base(tiny_zoo, tmp_path):
