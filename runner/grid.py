@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import os
 import re
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from itertools import product
 from pathlib import Path
 from typing import Any, List, Optional, Sequence, Tuple, Union
@@ -47,14 +49,20 @@ def write_contact_sheets(sweep: Sweep, x: Optional[str] = None, y: Optional[str]
     placed = [row for row in sweep.rows if all(p.key in row.values for p in sweep.params)]
     columns, lines = _axis_values(placed, x_param), _axis_values(placed, y_param)
     sheets = _split_by(placed, rest)
-    written = []
-    for rest_values, rows in sheets:
+
+    def write(sheet: Tuple[Tuple[Any, ...], List[Row]]) -> Path:
+        rest_values, rows = sheet
         pairs = list(zip(rest, rest_values))
         name = f"{SHEET_STEM}.png" if len(sheets) == 1 else _sheet_file_name(pairs)
         title = "   ".join([sweep.folder.name, *(_label(p, v) for p, v in pairs), _axes_note(x_param, y_param)])
-        sheet = _draw_sheet(sweep.folder, rows, (x_param, columns), (y_param, lines), title)
-        records.save_png(sweep.folder / name, sheet)
-        written.append(sweep.folder / name)
+        records.save_png(sweep.folder / name, _draw_sheet(sweep.folder, rows, (x_param, columns), (y_param, lines),
+                                                          title))
+        return sweep.folder / name
+
+    # Sheets are drawn and encoded side by side (Pillow's encoder releases the GIL): the sweep's model
+    # work is over, and a sheet's PNG is most of the report's time.
+    with ThreadPoolExecutor(max_workers=max(1, min(len(sheets), os.cpu_count() or 1))) as pool:
+        written = list(pool.map(write, sheets))
     # Sheets of an earlier layout (other axes) would pass for current ones: only names this module
     # gives are removed.
     earlier = [sweep.folder / f"{SHEET_STEM}.png", *sweep.folder.glob(f"{SHEET_STEM}_*=*.png")]
