@@ -13,7 +13,7 @@ base layer; they are taken out of the model until the stack changes (`_bypass_me
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Dict, List, Sequence
+from typing import Any, Dict, List, Sequence, Set
 
 from peft.tuners.lora import LoraLayer
 from peft.tuners.tuners_utils import BaseTunerLayer
@@ -119,7 +119,7 @@ def _hotswap(loaded: LoadedPipeline, name: str, path: Path) -> bool:
     those before changing anything; layers the new file lacks are zeroed). False: the caller deletes
     the adapter, whatever a failed swap changed, and loads the file fresh."""
     pipe = loaded.pipe
-    if any(name in getattr(getattr(pipe, component, None), "peft_config", {}) for component in _TEXT_ENCODERS):
+    if name in text_encoder_adapters(pipe):
         return False
     try:
         with quiet_libraries():
@@ -128,6 +128,12 @@ def _hotswap(loaded: LoadedPipeline, name: str, path: Path) -> bool:
         return False
     _keep_swapped_scales(pipe.unet, name)
     return True
+
+
+def text_encoder_adapters(pipe: Any) -> Set[str]:
+    """The adapters loaded into either text encoder (those whose files hold text-encoder layers)."""
+    return {name for component in _TEXT_ENCODERS
+            for name in (getattr(getattr(pipe, component, None), "peft_config", None) or {})}
 
 
 def _pad_for_hotswap(loaded: LoadedPipeline, adapter: AdapterPlan) -> None:

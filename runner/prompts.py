@@ -6,12 +6,12 @@ text encoders every job; the result is kept with the loaded pipeline and handed 
 """
 from __future__ import annotations
 
-from typing import Any, Dict, Set, Tuple
+from typing import Any, Dict, Tuple
 
 from runner.cache import LoadedPipeline
+from runner.lora import text_encoder_adapters
 
 MAX_KEPT = 64  # distinct prompts kept per loaded pipeline
-_TEXT_ENCODERS = ("text_encoder", "text_encoder_2")
 
 
 def cached_embeddings(loaded: LoadedPipeline, pipe: Any, call: Dict[str, Any], adapters) -> Tuple[Dict[str, Any], bool]:
@@ -23,7 +23,7 @@ def cached_embeddings(loaded: LoadedPipeline, pipe: Any, call: Dict[str, Any], a
     # stack with no text-encoder layers (LCM-LoRA, most style LoRAs) leaves them as they are: a
     # LoRA-weight sweep then encodes its prompt once.
     lora_state = ()
-    if _text_encoder_adapters(pipe) & {a.name for a in adapters}:
+    if text_encoder_adapters(pipe) & {a.name for a in adapters}:
         files = tuple((a.name, loaded.adapter_files.get(a.name), a.weight) for a in adapters)
         lora_state = (lora_scale, loaded.fused, loaded.lora_enabled, files)
     key = (call["prompt"], call.get("negative_prompt"), do_cfg, lora_state)
@@ -39,9 +39,3 @@ def cached_embeddings(loaded: LoadedPipeline, pipe: Any, call: Dict[str, Any], a
     if do_cfg:
         keywords.update(negative_prompt_embeds=negative, negative_pooled_prompt_embeds=negative_pooled)
     return keywords, hit
-
-
-def _text_encoder_adapters(pipe: Any) -> Set[str]:
-    """The adapters loaded into either text encoder (those whose files hold text-encoder layers)."""
-    return {name for component in _TEXT_ENCODERS
-            for name in (getattr(getattr(pipe, component, None), "peft_config", None) or {})}
