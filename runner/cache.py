@@ -8,7 +8,7 @@ from __future__ import annotations
 import gc
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Any, Dict, Hashable, List, Optional, Tuple
+from typing import Any, Dict, Hashable, List, Optional, Set, Tuple
 
 # How many base pipelines stay loaded at once. One SDXL pipeline is ~7 GB in fp16; a sweep that
 # switches models is ordered so that it switches as rarely as possible.
@@ -27,7 +27,10 @@ class LoadedPipeline:
     adapter_files: Dict[str, str] = field(default_factory=dict)  # adapter name -> loaded file
     fused: Tuple[Tuple[str, float], ...] = ()  # (name, weight) merged into the weights
     lora_enabled: bool = True
-    pristine: Dict[Tuple[str, str], Any] = field(default_factory=dict)  # weights before any fuse
+    variant: Optional[str] = None  # the weight files' variant it was loaded with (model.variant)
+    use_safetensors: Optional[bool] = None  # True: safetensors files only (model.allow_pickle=false)
+    pristine: Dict[str, Any] = field(default_factory=dict)  # component -> as loaded, before any fuse (runner.lora)
+    owned: Set[str] = field(default_factory=set)  # components copied out of their weight files (runner.lora)
     bypassed: List[Tuple[Any, str, Any]] = field(default_factory=list)  # see runner.lora._bypass_merged
     variants: Dict[str, Any] = field(default_factory=dict)  # from_pipe views, by pipeline class
     prompt_embeddings: Dict[Tuple, Any] = field(default_factory=dict)  # see runner.prompts

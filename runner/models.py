@@ -119,11 +119,21 @@ def load_pipeline(plan: JobPlan) -> Tuple[LoadedPipeline, bool]:
     # Asked once: diffusers finds a pipeline's device by walking every module (ms, per call).
     entry = LoadedPipeline(pipe=pipe, folder=folder, scheduler_config=pipe.scheduler.config,
                            device=str(pipe._execution_device), dtype=dtype,
-                           vae_folder=vae_folder,
+                           variant=plan.variant, use_safetensors=_safetensors_only(plan), vae_folder=vae_folder,
                            compile={k: options[k] for k in ("compile", "compile_backend", "compile_mode")},
                            hotswap_rank=options["lora_hotswap_rank"])
     cache.pipelines.put(key, entry)
     return entry, False
+
+
+def as_loaded(loaded: LoadedPipeline, component: str) -> Any:
+    """The base pipeline's `component` (the UNet, a text encoder) loaded again from its folder as
+    `load_pipeline` loaded it, on the CPU: its weights as they were before any LoRA was fused into
+    them. Where the files hold the pipeline's dtype they stay memory-mapped, not copied."""
+    model_class = type(getattr(loaded.pipe, component))
+    with quiet_libraries():
+        return model_class.from_pretrained(loaded.folder, subfolder=component, dtype=loaded.dtype,
+                                           variant=loaded.variant, use_safetensors=loaded.use_safetensors)
 
 
 def _load_vae(folder: str, plan: JobPlan, dtype: torch.dtype) -> Any:

@@ -1,5 +1,7 @@
 """Runs on the tiny zoo, checked against diffusers called by hand as the model card does."""
+import gc
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -7,7 +9,7 @@ import torch
 from PIL import Image
 
 from conftest import make_config
-from runner import cache
+from runner import cache, models
 from runner.run import run
 
 
@@ -115,6 +117,61 @@ def test_refusing_then_refusing_back_restores_exact_weights(tiny_zoo, tmp_path, 
     again = run(make_config("zoo=tiny", "lora.lcm.weight=1.0"), tmp_path / "d")
     assert again["cache"] == {"base": "hit"}
     assert np.array_equal(job_pixels(first, tmp_path / "a"), job_pixels(again, tmp_path / "d"))
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])  # bfloat16: the files' float32 is cast at load
+def test_a_fused_stack_keeps_no_weight_copy_until_it_changes(dtype, tiny_zoo, tmp_path, fresh_cache, monkeypatch):
+    """The weights a fused LoRA changed come back from the model's files, read once, at the first
+    change of the fused stack: before it, the process holds no second copy of them."""
+    from runner import lora
+
+    reads = []
+    monkeypatch.setattr(lora, "as_loaded", lambda loaded, component: reads.append(component) or
+                        models.as_loaded(loaded, component))
+    common = ("zoo=tiny", "sampling.steps=2", "sampling.height=64", "sampling.width=64", f"device.dtype={dtype}")
+    jobs = {"a": ("lora.lcm.weight=1.0",), "a2": ("lora.lcm.weight=1.0", "sampling.seed=3"),
+            "b": ("lora.lcm.weight=0.5",), "c": ("lora=lcm_papercut",), "d": ("lora.lcm.weight=1.0",)}
+    warm = {}
+    for name, overrides in jobs.items():
+        record = run(make_config(*common, *overrides), tmp_path / name)
+        warm[name] = job_pixels(record, tmp_path / name)
+        loaded = next(iter(cache.pipelines._entries.values()))
+        if name == "a2":
+            assert loaded.pristine == {} and reads == [], "one fused stack: nothing read, nothing copied"
+    assert reads == ["unet"], "read once, at the first change, and kept"
+    for name in ("b", "c", "d"):
+        cache.clear()
+        cold = run(make_config(*common, *jobs[name]), tmp_path / f"cold-{name}")
+        assert np.array_equal(job_pixels(cold, tmp_path / f"cold-{name}"), warm[name]), name
+    assert np.array_equal(warm["a"], warm["d"])
+
+
+def _mapped_from(path):
+    """The address ranges of this process mapped from the file at `path` (Linux's /proc/self/maps)."""
+    ranges = []
+    for line in open("/proc/self/maps"):
+        fields = line.split()
+        if len(fields) >= 6 and fields[5] == str(path):
+            start, end = (int(bound, 16) for bound in fields[0].split("-"))
+            ranges.append((start, end))
+    return ranges
+
+
+@pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="reads Linux's /proc/self/maps")
+def test_a_fused_model_is_copied_out_of_its_file_first(tiny_zoo, tmp_path, fresh_cache):
+    """runner.lora._own_weights: the UNet a LoRA is fused into no longer maps its safetensors file
+    (fusing into the mapping copies it page by page); with live adapters it still does."""
+    file = (tiny_zoo / "sdxl-base" / "unet" / "diffusion_pytorch_model.safetensors").resolve()
+
+    def mapped(fused):
+        run(make_config("zoo=tiny", "sampling.steps=1", "sampling.height=64", "sampling.width=64",
+                        f"fuse_lora={str(fused).lower()}"), tmp_path / str(fused))
+        gc.collect()
+        return _mapped_from(file)
+
+    assert mapped(fused=False), "loaded memory-mapped: the check can see it"
+    cache.clear()
+    assert mapped(fused=True) == []
 
 
 def test_a_fused_stack_runs_without_peft_layers_and_changes_like_fresh_processes(tiny_zoo, tmp_path, fresh_cache):
