@@ -63,8 +63,20 @@ LCM_LORA_TARGETS = ["to_q", "to_k", "to_v", "to_out.0", "proj_in", "proj_out", "
 
 def build_pipeline(tiny: bool, dtype: torch.dtype, device: str) -> Any:
     """SDXL with random weights from its configs, LCMScheduler, a random rank-64 LoRA fused in."""
-    from diffusers import AutoencoderKL, LCMScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
     from peft import LoraConfig
+
+    pipe = sdxl_pipeline(tiny, device)
+    pipe.unet.add_adapter(LoraConfig(r=64, lora_alpha=64, target_modules=LCM_LORA_TARGETS,
+                                     init_lora_weights="gaussian"), adapter_name="lcm")
+    pipe.fuse_lora(adapter_names=["lcm"])
+    pipe.unload_lora_weights()  # fused: the LoRA's layers are gone, its effect stays in the weights
+    return pipe.to(device, dtype)
+
+
+def sdxl_pipeline(tiny: bool, device: str) -> Any:
+    """SDXL (float32, on `device`) with random weights from its configs (`tiny`: scaled down), and
+    LCMScheduler."""
+    from diffusers import AutoencoderKL, LCMScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
     from runner import zoo  # its tokenizer: any CLIP vocabulary times the same
@@ -80,15 +92,10 @@ def build_pipeline(tiny: bool, dtype: torch.dtype, device: str) -> Any:
     tokenizers = zoo.ensure_zoo() / "sdxl-base"
     scheduler = LCMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", steps_offset=1,
                              timestep_spacing="leading")
-    pipe = StableDiffusionXLPipeline(
+    return StableDiffusionXLPipeline(
         vae=vae, text_encoder=encoder, text_encoder_2=encoder_2, unet=unet, scheduler=scheduler,
         tokenizer=CLIPTokenizer.from_pretrained(tokenizers / "tokenizer"),
         tokenizer_2=CLIPTokenizer.from_pretrained(tokenizers / "tokenizer_2"))
-    unet.add_adapter(LoraConfig(r=64, lora_alpha=64, target_modules=LCM_LORA_TARGETS, init_lora_weights="gaussian"),
-                     adapter_name="lcm")
-    pipe.fuse_lora(adapter_names=["lcm"])
-    pipe.unload_lora_weights()  # fused: the LoRA's layers are gone, its effect stays in the weights
-    return pipe.to(device, dtype)
 
 
 def variants(device: str) -> Dict[str, Callable[[Any], None]]:

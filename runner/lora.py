@@ -3,12 +3,13 @@
 Each LoRA file is loaded once per pipeline, under its adapter name. A job that only changes
 adapter weights costs a `set_adapters` call. A new file under a loaded adapter's name is copied
 into that adapter's layers in place (peft's hotswap) where that is exact — see `_hotswap` — so that
-no layers are rebuilt and a compiled UNet keeps its graphs; otherwise the adapter is reloaded. Fusing follows `fuse_lora`: the whole stack is
-merged (as the card's `pipe.fuse_lora()`), never part of it, because peft ignores live adapters
-in a layer where another one is merged. Un-fusing restores the exact weights from the model's
-files instead of trusting `unfuse_lora`'s subtraction, so a job's pixels never depend on what ran
-before it in the process. Once fused, peft's layers only pass their input to the merged
-base layer; they are taken out of the model until the stack changes (`_bypass_merged`).
+no layers are rebuilt and a compiled UNet keeps its graphs; otherwise the adapter is reloaded.
+Fusing follows `fuse_lora`: the whole stack is merged (as the card's `pipe.fuse_lora()`), never part
+of it, because peft ignores live adapters in a layer where another one is merged. A model is copied
+out of its weight files before its first fuse (`_own_weights`). Un-fusing restores the exact weights
+from the model's files instead of trusting `unfuse_lora`'s subtraction, so a job's pixels never
+depend on what ran before it in the process. Once fused, peft's layers only pass their input to the
+merged base layer; they are taken out of the model until the stack changes (`_bypass_merged`).
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from peft.tuners.lora import LoraLayer
 from peft.tuners.tuners_utils import BaseTunerLayer
 from peft.utils.hotswap import prepare_model_for_compiled_hotswap
 
+from runner import file_pages
 from runner.cache import LoadedPipeline
 from runner.errors import UserError
 from runner.models import as_loaded, local_path, quiet_libraries
@@ -59,7 +61,8 @@ def _own_weights(loaded: LoadedPipeline) -> None:
     loaded from a safetensors file on the CPU is a copy-on-write view of the file: fusing into it
     faults in and copies each 4 KB page on its own. Copied first, the fuse is arithmetic alone; copied
     whole, the model no longer maps its file (a copy of the fused layers alone would leave the file's
-    pages mapped beside it). Tiny zoo: a first fused job's prepare 0.52 -> 0.40 s; full-size SDXL on
+    pages mapped beside it), and each tensor's pages are handed back as soon as it is copied
+    (runner.file_pages). Tiny zoo: a first fused job's prepare 0.52 -> 0.40 s; full-size SDXL on
     this project's CPU: see PERF.md."""
     for component in _LORA_COMPONENTS:
         model = getattr(loaded.pipe, component, None)
@@ -67,7 +70,8 @@ def _own_weights(loaded: LoadedPipeline) -> None:
             continue
         for parameter in model.parameters():
             if parameter.device.type == "cpu":
-                parameter.data = parameter.data.clone()
+                mapped, parameter.data = parameter.data, parameter.data.clone()
+                file_pages.page_out(mapped)  # else resident until the whole file is copied
         loaded.owned.add(component)
 
 

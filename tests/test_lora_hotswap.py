@@ -137,6 +137,24 @@ def test_a_lora_with_text_encoder_layers_is_never_swapped(tiny_zoo, tmp_path, fr
     assert np.abs(pixels(without, tmp_path / "without") - pixels(back, tmp_path / "back")).max() > 0
 
 
+def test_a_fused_stack_with_text_encoder_layers_changes_like_fresh_processes(tiny_zoo, tmp_path, fresh_cache,
+                                                                            monkeypatch):
+    """The weights a fused stack changed in a text encoder come back from the model's files too."""
+    from runner import lora, models
+
+    reads = []
+    monkeypatch.setattr(lora, "as_loaded", lambda loaded, component: reads.append(component) or
+                        models.as_loaded(loaded, component))
+    fused = ("zoo=tiny", "device=cpu", "lora=lcm_papercut", *SIZE, *with_text_encoder_layers(tiny_zoo, tmp_path / "t"))
+    warm = {}
+    for name, weight in (("a", 0.8), ("b", 0.3), ("c", 0.8)):
+        warm[name] = pixels(run(make_config(*fused, f"lora.papercut.weight={weight}"), tmp_path / name), tmp_path / name)
+    assert sorted(reads) == ["text_encoder", "unet"]
+    fresh = cold((*fused, "lora.papercut.weight=0.3"), tmp_path / "fresh")
+    assert np.array_equal(warm["b"], pixels(fresh, tmp_path / "fresh"))
+    assert np.array_equal(warm["a"], warm["c"]) and np.abs(warm["a"] - warm["b"]).max() > 0
+
+
 @pytest.mark.parametrize("text_layers", [False, True], ids=["UNet-only files", "a file with text-encoder layers"])
 def test_a_lora_weight_change_reencodes_the_prompt_only_where_the_text_encoders_hold_it(
         text_layers, tiny_zoo, tmp_path, fresh_cache):
