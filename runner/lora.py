@@ -213,9 +213,10 @@ def _tuner_layers(loaded: LoadedPipeline):
 
 def _restore_pristine(loaded: LoadedPipeline) -> None:
     """Put back, exactly, the weights the fused stack changed: as the model's files hold them, read
-    at the first change of a fused stack and kept for the next. Nothing is copied before that: a run
-    or sweep with one fused stack (the card's fused LCM-LoRA) keeps no second copy of the ~800 layers
-    it fuses, which on full-size SDXL is 5 GB in fp16, 10 GB in fp32 (PERF.md)."""
+    at the first change of a fused stack and kept for the next (memory-mapped where the files hold
+    the pipeline's dtype, each tensor's pages handed back once copied: runner.file_pages). Nothing
+    is copied before that: a run or sweep with one fused stack (the card's fused LCM-LoRA) keeps no
+    second copy of the ~800 layers it fuses, 5 GB in fp16 and 10 GB in fp32 on full-size SDXL."""
     if not loaded.fused:
         return
     _set_enabled(loaded, True)  # peft un-merges on its own while disabled; keep the bookkeeping ours
@@ -226,4 +227,5 @@ def _restore_pristine(loaded: LoadedPipeline) -> None:
         original = loaded.pristine[component].get_submodule(name)
         for parameter_name, parameter in base.named_parameters(recurse=False):
             parameter.data.copy_(getattr(original, parameter_name))
+            file_pages.page_out(getattr(original, parameter_name))  # read again at the next change
     loaded.fused = ()
