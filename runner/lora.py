@@ -20,7 +20,6 @@ from peft.tuners.lora import LoraLayer
 from peft.tuners.tuners_utils import BaseTunerLayer
 from peft.utils.hotswap import prepare_model_for_compiled_hotswap
 
-from runner import file_pages
 from runner.cache import LoadedPipeline
 from runner.errors import UserError
 from runner.models import as_loaded, local_path, quiet_libraries
@@ -60,18 +59,17 @@ def _own_weights(loaded: LoadedPipeline) -> None:
     """Before a fuse, copy each model that holds LoRA layers out of its weight files, once. A weight
     loaded from a safetensors file on the CPU is a copy-on-write view of the file: fusing into it
     faults in and copies each 4 KB page on its own. Copied first, the fuse is arithmetic alone; copied
-    whole, the model no longer maps its file (a copy of the fused layers alone would leave the file's
-    pages mapped beside it), and each tensor's pages are handed back as soon as it is copied
-    (runner.file_pages). Tiny zoo: a first fused job's prepare 0.52 -> 0.40 s; full-size SDXL on
-    this project's CPU: see PERF.md."""
+    whole, the model no longer maps its file (a copy of the fused layers alone would leave the
+    file's pages mapped beside it). Until the copy ends, the file's pages read so far stay
+    resident: clean page cache, which the kernel drops under pressure. Tiny zoo: a first fused
+    job's prepare 0.52 -> 0.40 s; full-size SDXL on this project's CPU: see PERF.md."""
     for component in _LORA_COMPONENTS:
         model = getattr(loaded.pipe, component, None)
         if model is None or component in loaded.owned or not _holds_lora(model):
             continue
         for parameter in model.parameters():
             if parameter.device.type == "cpu":
-                mapped, parameter.data = parameter.data, parameter.data.clone()
-                file_pages.page_out(mapped)  # else resident until the whole file is copied
+                parameter.data = parameter.data.clone()
         loaded.owned.add(component)
 
 
@@ -214,9 +212,9 @@ def _tuner_layers(loaded: LoadedPipeline):
 def _restore_pristine(loaded: LoadedPipeline) -> None:
     """Put back, exactly, the weights the fused stack changed: as the model's files hold them, read
     at the first change of a fused stack and kept for the next (memory-mapped where the files hold
-    the pipeline's dtype, each tensor's pages handed back once copied: runner.file_pages). Nothing
-    is copied before that: a run or sweep with one fused stack (the card's fused LCM-LoRA) keeps no
-    second copy of the ~800 layers it fuses, 5 GB in fp16 and 10 GB in fp32 on full-size SDXL."""
+    the pipeline's dtype). Nothing is copied before that: a run or sweep with one fused stack (the
+    card's fused LCM-LoRA) keeps no second copy of the ~800 layers it fuses, 5 GB in fp16 and 10 GB
+    in fp32 on full-size SDXL."""
     if not loaded.fused:
         return
     _set_enabled(loaded, True)  # peft un-merges on its own while disabled; keep the bookkeeping ours
@@ -227,5 +225,4 @@ def _restore_pristine(loaded: LoadedPipeline) -> None:
         original = loaded.pristine[component].get_submodule(name)
         for parameter_name, parameter in base.named_parameters(recurse=False):
             parameter.data.copy_(getattr(original, parameter_name))
-            file_pages.page_out(getattr(original, parameter_name))  # read again at the next change
     loaded.fused = ()
