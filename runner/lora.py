@@ -21,6 +21,7 @@ from peft.tuners.tuners_utils import BaseTunerLayer
 from peft.utils.hotswap import prepare_model_for_compiled_hotswap
 
 from runner.cache import LoadedPipeline
+from runner.file_copies import FileCopies
 from runner.errors import UserError
 from runner.models import as_loaded, local_path, quiet_libraries
 from runner.plan import AdapterPlan
@@ -60,16 +61,17 @@ def _own_weights(loaded: LoadedPipeline) -> None:
     loaded from a safetensors file on the CPU is a copy-on-write view of the file: fusing into it
     faults in and copies each 4 KB page on its own. Copied first, the fuse is arithmetic alone; copied
     whole, the model no longer maps its file (a copy of the fused layers alone would leave the
-    file's pages mapped beside it). Until the copy ends, the file's pages read so far stay
-    resident: clean page cache, which the kernel drops under pressure. Tiny zoo: a first fused
-    job's prepare 0.52 -> 0.40 s; full-size SDXL on this project's CPU: see PERF.md."""
+    file's pages mapped beside it); read from the file rather than through the mapping
+    (runner.file_copies), the copy maps none of it meanwhile. Tiny zoo: a first fused job's prepare
+    0.52 -> 0.40 s; full-size SDXL on this project's CPU: see PERF.md."""
     for component in _LORA_COMPONENTS:
         model = getattr(loaded.pipe, component, None)
         if model is None or component in loaded.owned or not _holds_lora(model):
             continue
-        for parameter in model.parameters():
-            if parameter.device.type == "cpu":
-                parameter.data = parameter.data.clone()
+        with FileCopies() as copies:  # read from the files: a copy through the mapping maps every page
+            for parameter in model.parameters():
+                if parameter.device.type == "cpu":
+                    parameter.data = copies.copy(parameter.data)
         loaded.owned.add(component)
 
 

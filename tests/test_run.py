@@ -174,6 +174,21 @@ def test_a_fused_model_is_copied_out_of_its_file_first(tiny_zoo, tmp_path, fresh
     assert mapped(fused=True) == []
 
 
+def test_a_model_read_from_its_files_fuses_as_one_copied_through_the_mapping(tiny_zoo, tmp_path, fresh_cache,
+                                                                           monkeypatch):
+    """runner.file_copies reads every weight of the tiny zoo's UNet from its file (they are all below
+    its size threshold otherwise): the fused pixels equal those of a copy made with clone()."""
+    from runner import file_copies
+
+    overrides = ("zoo=tiny", "sampling.steps=2", "sampling.height=64", "sampling.width=64")
+    drawn = {}
+    for name, threshold in (("read", 1), ("cloned", 1 << 62)):
+        monkeypatch.setattr(file_copies, "READ_FROM_FILE_FROM", threshold)
+        cache.clear()
+        drawn[name] = job_pixels(run(make_config(*overrides), tmp_path / name), tmp_path / name)
+    assert np.array_equal(drawn["read"], drawn["cloned"])
+
+
 def test_a_fused_stack_runs_without_peft_layers_and_changes_like_fresh_processes(tiny_zoo, tmp_path, fresh_cache):
     """Once fused, peft's layers are out of the model (runner.lora._bypass_merged); they come back,
     unreloaded, for the next stack: a fused weight, live adapters, another stack."""

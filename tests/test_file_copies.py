@@ -1,0 +1,78 @@
+"""runner.file_copies: a copy of a memory-mapped weight equals it and maps none of the file; a
+written, replaced or anonymous one is copied the usual way, and still equals it."""
+import os
+import sys
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from runner import file_copies
+from runner.file_copies import FileCopies
+
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads Linux's /proc/self/smaps")
+
+
+@pytest.fixture(autouse=True)
+def every_size_read_from_its_file(monkeypatch):
+    monkeypatch.setattr(file_copies, "READ_FROM_FILE_FROM", 1)
+
+
+def resident_kib(path):
+    """This process's resident memory mapped from the file at `path`."""
+    total, inside = 0, False
+    for line in open("/proc/self/smaps"):
+        fields = line.split()
+        if "-" in fields[0] and len(fields) >= 5 and ":" in fields[3]:
+            inside = len(fields) >= 6 and fields[5] == str(path)
+        elif inside and fields[0] == "Rss:":
+            total += int(fields[1])
+    return total
+
+
+@pytest.fixture
+def weights_file(tmp_path):
+    path = (tmp_path / "weights.safetensors").resolve()
+    generator = torch.Generator().manual_seed(0)
+    save_file({"a": torch.randn(512, 1024, generator=generator), "b": torch.randn(7, generator=generator),
+               "half": torch.randn(256, 256, generator=generator).to(torch.bfloat16)}, path)
+    return path
+
+
+def test_a_mapped_weight_is_read_from_its_file_without_mapping_it(weights_file):
+    mapped = load_file(weights_file)  # views of the file, as diffusers loads weights on the CPU
+    with FileCopies() as copies:
+        copied = {name: copies.copy(tensor) for name, tensor in mapped.items()}
+    assert resident_kib(weights_file) < 256, "read from the file, not through the mapping"
+    for name, tensor in mapped.items():
+        assert copied[name].dtype == tensor.dtype and torch.equal(copied[name], tensor), name
+        assert copied[name].data_ptr() != tensor.data_ptr()
+
+
+def test_a_written_mapping_is_copied_as_it_is_now(weights_file):
+    mapped = load_file(weights_file)
+    mapped["a"][0, 0] = 12345.0  # a private mapping's page now differs from the file
+    with FileCopies() as copies:
+        copied = copies.copy(mapped["a"])
+    assert copied[0, 0] == 12345.0 and torch.equal(copied, mapped["a"])
+
+
+def test_a_replaced_file_is_not_read(weights_file, tmp_path):
+    mapped = load_file(weights_file)
+    other = tmp_path / "other.safetensors"
+    save_file({"a": torch.zeros(512, 1024), "b": torch.zeros(7), "half": torch.zeros(256, 256, dtype=torch.bfloat16)},
+              other)
+    os.replace(other, weights_file)  # same path, another file: the mapping still holds the old one
+    with FileCopies() as copies:
+        copied = copies.copy(mapped["a"])
+    assert torch.equal(copied, mapped["a"]) and copied.abs().sum() > 0
+
+
+def test_anything_else_is_cloned():
+    anonymous = torch.randn(100, 100)
+    with FileCopies() as copies:
+        for tensor in (anonymous, anonymous.t(), torch.empty(0), torch.empty(3, device="meta")):
+            copied = copies.copy(tensor)
+            assert copied.shape == tensor.shape and copied.device == tensor.device
+            if tensor.device.type == "cpu":
+                assert torch.equal(copied, tensor)
