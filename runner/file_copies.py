@@ -51,18 +51,35 @@ class FileCopies:
     def copy(self, tensor: Any) -> Any:
         """A copy of `tensor` in memory of its own, equal to it."""
         mapping = self._holding(tensor)
-        descriptor = None if mapping is None else self._open(mapping)
+        if mapping is not None:
+            copy = tensor.new_empty(tensor.shape)
+            if self._read(mapping, tensor, copy):
+                return copy
+        return tensor.clone()
+
+    def copy_into(self, destination: Any, source: Any) -> None:
+        """`destination.copy_(source)`, reading `source` from its file where it can."""
+        mapping = self._holding(source)
+        if mapping is None:
+            destination.copy_(source)
+        elif not (destination.device.type == "cpu" and destination.is_contiguous() and destination.dtype == source.dtype
+                  and destination.shape == source.shape and self._read(mapping, source, destination)):
+            destination.copy_(self.copy(source))  # read into memory of its own first: the mapping stays unread
+
+    def _read(self, mapping: _Mapping, tensor: Any, target: Any) -> bool:
+        """Read `tensor`'s bytes from the file `mapping` maps into `target` (contiguous, on the CPU, of
+        its size); False where the file cannot be read."""
+        descriptor = self._open(mapping)
         if descriptor is None:
-            return tensor.clone()
-        copy = tensor.new_empty(tensor.shape)
-        buffer = memoryview(copy.view(-1).view(torch.uint8).numpy())
+            return False
+        buffer = memoryview(target.view(-1).view(torch.uint8).numpy())
         position = mapping.offset + tensor.data_ptr() - mapping.start
         while buffer:
             count = os.preadv(descriptor, [buffer], position)
-            if count <= 0:  # the file is shorter than its mapping said: read it the usual way
-                return tensor.clone()
+            if count <= 0:  # the file is shorter than its mapping said
+                return False
             buffer, position = buffer[count:], position + count
-        return copy
+        return True
 
     def close(self) -> None:
         for descriptor in self._files.values():

@@ -221,10 +221,11 @@ def _restore_pristine(loaded: LoadedPipeline) -> None:
         return
     _set_enabled(loaded, True)  # peft un-merges on its own while disabled; keep the bookkeeping ours
     loaded.pipe.unfuse_lora()
-    for (component, name), base in _tuner_layers(loaded):
-        if component not in loaded.pristine:
-            loaded.pristine[component] = as_loaded(loaded, component)
-        original = loaded.pristine[component].get_submodule(name)
-        for parameter_name, parameter in base.named_parameters(recurse=False):
-            parameter.data.copy_(getattr(original, parameter_name))
+    with FileCopies() as copies:  # read from the files: through the mapping, its pages would stay resident
+        for (component, name), base in _tuner_layers(loaded):
+            if component not in loaded.pristine:
+                loaded.pristine[component] = as_loaded(loaded, component)
+            original = loaded.pristine[component].get_submodule(name)
+            for parameter_name, parameter in base.named_parameters(recurse=False):
+                copies.copy_into(parameter.data, getattr(original, parameter_name))
     loaded.fused = ()

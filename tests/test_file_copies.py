@@ -5,7 +5,7 @@ import sys
 
 import pytest
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load, load_file, save_file
 
 from runner import file_copies
 from runner.file_copies import FileCopies
@@ -76,3 +76,17 @@ def test_anything_else_is_cloned():
             assert copied.shape == tensor.shape and copied.device == tensor.device
             if tensor.device.type == "cpu":
                 assert torch.equal(copied, tensor)
+
+
+def test_a_mapped_weight_is_read_into_another_tensor_without_mapping_it(weights_file):
+    mapped = load_file(weights_file)
+    kept = load(weights_file.read_bytes())  # read, not mapped
+    into = {name: torch.zeros_like(tensor) for name, tensor in mapped.items()}
+    transposed = torch.zeros(1024, 512).t()  # not contiguous: read into a copy of its own first
+    with FileCopies() as copies:
+        for name, tensor in mapped.items():
+            copies.copy_into(into[name], tensor)
+        copies.copy_into(transposed, mapped["a"])
+    assert resident_kib(weights_file) < 512
+    assert all(torch.equal(into[name], kept[name]) for name in kept)
+    assert torch.equal(transposed, kept["a"])
