@@ -21,8 +21,8 @@ from peft.tuners.tuners_utils import BaseTunerLayer
 from peft.utils.hotswap import prepare_model_for_compiled_hotswap
 
 from runner.cache import LoadedPipeline
-from runner.file_copies import FileCopies
 from runner.errors import UserError
+from runner.file_copies import FileCopies
 from runner.models import as_loaded, local_path, quiet_libraries
 from runner.plan import AdapterPlan
 
