@@ -239,11 +239,12 @@ def plain_hydra_app(task: Callable[[DictConfig], None]) -> Callable[[], Any]:
     return hydra.main(config_path=cli.config_dir(), config_name="config", version_base="1.3")(task)
 
 
-def run_hydra(app: Callable[[], Any], overrides: Sequence[str]) -> None:
-    """Run a Hydra app's multirun in this process, as its console script would with these arguments."""
+def run_hydra(app: Callable[[], Any], overrides: Sequence[str], multirun: bool = True) -> None:
+    """Run a Hydra app's multirun (or single run) in this process, as its console script would with
+    these arguments."""
     GlobalHydra.instance().clear()  # a Hydra app initialises it once per process
     argv = sys.argv
-    sys.argv = ["lcm-run", "-m", *overrides]
+    sys.argv = ["lcm-run", *(["-m"] if multirun else []), *overrides]
     try:
         app()
     finally:

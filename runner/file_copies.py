@@ -51,11 +51,7 @@ class FileCopies:
     def copy(self, tensor: Any) -> Any:
         """A copy of `tensor` in memory of its own, equal to it."""
         mapping = self._holding(tensor)
-        if mapping is not None:
-            copy = tensor.new_empty(tensor.shape)
-            if self._read(mapping, tensor, copy):
-                return copy
-        return tensor.clone()
+        return tensor.clone() if mapping is None else self._copied(mapping, tensor)
 
     def copy_into(self, destination: Any, source: Any) -> None:
         """`destination.copy_(source)`, reading `source` from its file where it can."""
@@ -64,7 +60,11 @@ class FileCopies:
             destination.copy_(source)
         elif not (destination.device.type == "cpu" and destination.is_contiguous() and destination.dtype == source.dtype
                   and destination.shape == source.shape and self._read(mapping, source, destination)):
-            destination.copy_(self.copy(source))  # read into memory of its own first: the mapping stays unread
+            destination.copy_(self._copied(mapping, source))  # read into memory of its own: the mapping stays unread
+
+    def _copied(self, mapping: _Mapping, tensor: Any) -> Any:
+        copy = tensor.new_empty(tensor.shape)
+        return copy if self._read(mapping, tensor, copy) else tensor.clone()
 
     def _read(self, mapping: _Mapping, tensor: Any, target: Any) -> bool:
         """Read `tensor`'s bytes from the file `mapping` maps into `target` (contiguous, on the CPU, of

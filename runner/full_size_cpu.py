@@ -36,7 +36,6 @@ SWEPT_WEIGHTS = (1.0, 0.5)
 
 def build(folder: Path, tiny: bool) -> None:
     """SDXL with random weights as a diffusers folder (`sdxl-base`), and a LoRA file (`lcm-lora`)."""
-    import torch
     from diffusers import StableDiffusionXLPipeline
     from peft import LoraConfig
     from peft.utils import get_peft_model_state_dict
@@ -48,8 +47,7 @@ def build(folder: Path, tiny: bool) -> None:
     # gaussian: B starts at zero, so the LoRA changes no pixel; the fuse's arithmetic is the same
     pipe.unet.add_adapter(LoraConfig(r=64, lora_alpha=64, target_modules=LCM_LORA_TARGETS,
                                      init_lora_weights="gaussian"))
-    with torch.no_grad():
-        layers = get_peft_model_state_dict(pipe.unet)
+    layers = get_peft_model_state_dict(pipe.unet)
     StableDiffusionXLPipeline.save_lora_weights(folder / "lcm-lora", unet_lora_layers=layers)
 
 
@@ -99,19 +97,16 @@ def _card(folder: Path, size: int, steps: int) -> Tuple[Dict[str, float], Dict[s
 
 def _lcm_run(way: str, folder: Path, size: int, steps: int) -> Tuple[Dict[str, float], Dict[str, Optional[float]]]:
     from runner import cli, records
+    from runner.bench import run_hydra
 
     out = folder / "runs" / way
     arguments = [f"model.source={folder / 'sdxl-base'}", "model.variant=null", f"lora.lcm.source={folder / 'lcm-lora'}",
                  "device=cpu", f"sampling.steps={steps}", f"sampling.height={size}", f"sampling.width={size}"]
     if way == "lcm_run_sweep":
-        arguments = ["-m", *arguments, f"lora.lcm.weight={','.join(map(str, SWEPT_WEIGHTS))}", f"hydra.sweep.dir={out}"]
+        run_hydra(cli.run_app, [*arguments, f"lora.lcm.weight={','.join(map(str, SWEPT_WEIGHTS))}",
+                                f"hydra.sweep.dir={out}"])
     else:
-        arguments.append(f"hydra.run.dir={out}")
-    argv, sys.argv = sys.argv, ["lcm-run", *arguments]
-    try:
-        cli.run_app()
-    finally:
-        sys.argv = argv
+        run_hydra(cli.run_app, [*arguments, f"hydra.run.dir={out}"], multirun=False)
     phases = {}
     jobs = [records.read_json(path) for path in out.glob(f"**/{records.RUN_JSON}")]
     for record in sorted(jobs, key=lambda record: record["cache"]["base"] != "miss"):  # the loading job first
