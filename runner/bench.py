@@ -81,6 +81,7 @@ class Settings:
     writer_size: int = 1024
     repeats: int = 2  # each method's fastest run counts: other work on the machine only adds time
     warm_up_by_hand: bool = True  # off for --quick, whose times mean nothing
+    lcm_run_overrides: Tuple[str, ...] = ()  # added to (b)'s command line, e.g. device.channels_last=true
 
 
 QUICK = Settings(size=64, seeds=2, steps=(2,), guidance=(0.0, 1.5), lora_weights=(0.0, 0.8),
@@ -104,6 +105,7 @@ class Scenario:
     card: Card
     fixed: Job  # the card's value of every key the card reads, by config key
     swept: Dict[str, Tuple[Any, ...]]  # crossed, like Hydra's basic sweeper
+    lcm_run_extra: Tuple[str, ...] = ()  # Settings.lcm_run_overrides
 
     def jobs(self) -> List[Job]:
         return [dict(zip(self.swept, values)) for values in itertools.product(*self.swept.values())]
@@ -115,6 +117,9 @@ class Scenario:
         size = [f"sampling.height={self.fixed['sampling.height']}", f"sampling.width={self.fixed['sampling.width']}"]
         sweeps = [f"{key}={','.join(str(v) for v in values)}" for key, values in self.swept.items()]
         return [f"experiment={self.experiment}", "zoo=tiny", "device=cpu", *size, *sweeps]
+
+    def lcm_run_overrides(self) -> List[str]:
+        return [*self.overrides(), *self.lcm_run_extra]
 
 
 # -- the model card's code, by hand -----------------------------------------------------------
@@ -185,13 +190,15 @@ def scenarios(settings: Settings) -> List[Scenario]:
                 "lora.papercut.weight": 0.8, **size}
     controlnet = {"sampling.prompt": "picture of the mona lisa", "sampling.steps": 5,
                   "sampling.guidance_scale": 1.5, "conditioning.conditioning_scale": 0.5, **size}
+    extra = settings.lcm_run_overrides
     return [
-        Scenario("seed_sweep", "t2i", T2I, t2i, {"sampling.seed": tuple(range(settings.seeds))}),
+        Scenario("seed_sweep", "t2i", T2I, t2i, {"sampling.seed": tuple(range(settings.seeds))}, extra),
         Scenario("steps_x_guidance", "t2i", T2I, t2i,
-                 {"sampling.steps": settings.steps, "sampling.guidance_scale": settings.guidance}),
-        Scenario("lora_weight", "lora_papercut", PAPERCUT, papercut, {"lora.papercut.weight": settings.lora_weights}),
+                 {"sampling.steps": settings.steps, "sampling.guidance_scale": settings.guidance}, extra),
+        Scenario("lora_weight", "lora_papercut", PAPERCUT, papercut, {"lora.papercut.weight": settings.lora_weights},
+                 extra),
         Scenario("controlnet_scale", "controlnet_canny", CONTROLNET, controlnet,
-                 {"conditioning.conditioning_scale": settings.control_scales}),
+                 {"conditioning.conditioning_scale": settings.control_scales}, extra),
     ]
 
 
@@ -218,7 +225,7 @@ def run_floor(scenario: Scenario, zoo_dir: Path, folder: Path) -> Dict[str, floa
 def run_lcm(scenario: Scenario, folder: Path) -> Dict[str, float]:
     cache.clear()  # so that it pays its one model load, as the floor does
     started = time.perf_counter()
-    run_hydra(cli.run_app, [*scenario.overrides(), f"hydra.sweep.dir={folder}"])
+    run_hydra(cli.run_app, [*scenario.lcm_run_overrides(), f"hydra.sweep.dir={folder}"])
     wall = _since(started)
     return {"wall": wall, **runner_breakdown(folder, wall)}
 
@@ -330,7 +337,7 @@ def warm_up(all_scenarios: List[Scenario], zoo_dir: Path, folder: Path, by_hand:
             scenario.card.generate(loaded, scenario.values(job))
     cache.clear()
     one_job = replace(all_scenarios[0], swept={})
-    run_hydra(cli.run_app, [*one_job.overrides(), f"hydra.sweep.dir={folder}"])
+    run_hydra(cli.run_app, [*one_job.lcm_run_overrides(), f"hydra.sweep.dir={folder}"])
 
 
 def bench_scenario(scenario: Scenario, zoo_dir: Path, work: Path, repeats: int) -> Dict[str, Any]:
@@ -363,7 +370,7 @@ def summarize(scenario: Scenario, attempts: Dict[str, List[Dict[str, float]]],
     return {
         "name": scenario.name,
         "jobs": jobs,
-        "lcm_run_args": ["-m", *scenario.overrides()],
+        "lcm_run_args": ["-m", *scenario.lcm_run_overrides()],
         "wall_s": wall,
         "ratios": {"lcm_run/floor": round(wall["lcm_run"] / wall["floor"], 3),
                    "naive/floor": round(wall["naive"] / wall["floor"], 3),
@@ -434,6 +441,8 @@ def to_markdown(result: Dict[str, Any]) -> str:
 
 def _preamble(result: Dict[str, Any]) -> List[str]:
     m, s = result["machine"], result["settings"]
+    extra = s.get("lcm_run_overrides") or []
+    configured = f"with `{' '.join(extra)}`" if extra else "as configured by default"
     return [
         "# lcm-runner: sweeps against the compute floor",
         "",
@@ -445,7 +454,7 @@ def _preamble(result: Dict[str, Any]) -> List[str]:
         "round's own ratio.",
         "",
         f"(a) floor: the card's diffusers code, pipeline loaded once, each image saved as {s['floor_saves']}. "
-        "(b) lcm-run: `lcm-run -m` in-process, one model load, as configured by default (its sweeper, "
+        f"(b) lcm-run: `lcm-run -m` in-process, one model load, {configured} (its sweeper, "
         "PNG metadata, run.json, end-of-sweep report). (c) naive: a plain Hydra app (basic sweeper) that "
         "reloads the pipeline every job, then saves a PNG. Pixels compared with (a) on the first and last job.",
     ]
@@ -548,6 +557,8 @@ def parse_args(argv: Optional[Sequence[str]]) -> Tuple[Settings, Path, List[str]
                         help=f"their height and width (default {default.writer_size})")
     parser.add_argument("--repeats", type=int,
                         help=f"runs of each method; the fastest counts (default {default.repeats})")
+    parser.add_argument("--lcm-run-override", dest="lcm_run_overrides", action="append", metavar="KEY=VALUE",
+                        help="add this override to lcm-run's command line (repeatable), e.g. device.channels_last=true")
     names = [scenario.name for scenario in scenarios(default)]
     parser.add_argument("--only", type=lambda text: text.split(","), default=[],
                         help=f"run only these scenarios, comma-separated ({', '.join(names)})")
@@ -557,6 +568,8 @@ def parse_args(argv: Optional[Sequence[str]]) -> Tuple[Settings, Path, List[str]
         parser.error(f"--only {','.join(args.only)}: no scenario named {', '.join(unknown)}; "
                      f"the scenarios are {', '.join(names)}")
     given = {f.name: getattr(args, f.name) for f in fields(Settings) if getattr(args, f.name, None) is not None}
+    if args.lcm_run_overrides:
+        given["lcm_run_overrides"] = tuple(args.lcm_run_overrides)
     settings = replace(QUICK if args.quick else default, **given)
     if settings.size % 8 or settings.size < 8:
         parser.error(f"--size {settings.size}: SDXL needs a multiple of 8")

@@ -100,8 +100,10 @@ def sdxl_pipeline(tiny: bool, device: str) -> Any:
 
 def variants(device: str) -> Dict[str, Callable[[Any], None]]:
     """What each variant changes on a fresh eager pipeline."""
-    def channels_last(pipe):
-        pipe.unet.to(memory_format=torch.channels_last)
+    def channels_last(pipe):  # as device.channels_last holds them
+        from runner.models import hold_channels_last
+
+        hold_channels_last(pipe.unet, pipe.vae)
 
     def compiled(pipe):
         channels_last(pipe)

@@ -154,11 +154,20 @@ def _place(pipe: Any, device: str, options: Dict[str, Any]) -> None:
     else:
         pipe.to(device)
     if options["channels_last"]:
-        pipe.unet.to(memory_format=torch.channels_last)
+        hold_channels_last(pipe.unet, pipe.vae)
     if options["vae_slicing"]:
         pipe.vae.enable_slicing()
     if options["vae_tiling"]:
         pipe.vae.enable_tiling()
+
+
+def hold_channels_last(*models: Any) -> None:
+    """device.channels_last: the convolution networks' weights (and so their activations) in
+    channels-last memory format, which oneDNN on a CPU and cuDNN's tensor cores run faster. On this
+    project's CPU: the tiny zoo's 384² job 25% faster, full-size SDXL's VAE decode 13% and a UNet
+    step 5% (PERF.md). The same arithmetic in another order: pixels within one level."""
+    for model in models:
+        model.to(memory_format=torch.channels_last)
 
 
 def compile_unet(loaded: LoadedPipeline) -> bool:
@@ -194,7 +203,8 @@ def load_conditioning_model(plan: JobPlan) -> Tuple[Any, str, bool]:
     cond = plan.conditioning
     device = resolve_device(plan.device)
     dtype = resolve_dtype(plan.dtype, device)
-    key = (cond.component, cond.model.path, cond.model_variant, device, str(dtype))
+    channels_last = dict(plan.memory)["channels_last"]
+    key = (cond.component, cond.model.path, cond.model_variant, device, str(dtype), channels_last)
     cached = cache.components.get(key)
     if cached is not None:
         return cached[0], cached[1], True
@@ -204,6 +214,8 @@ def load_conditioning_model(plan: JobPlan) -> Tuple[Any, str, bool]:
         model = model_class.from_pretrained(folder, dtype=dtype, variant=cond.model_variant,
                                             use_safetensors=_safetensors_only(plan))
     model.to(device)
+    if channels_last:  # a ControlNet is the UNet's encoder; a T2I-Adapter, convolutions too
+        hold_channels_last(model)
     cache.components.put(key, (model, folder))
     return model, folder, False
 

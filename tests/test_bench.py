@@ -121,3 +121,22 @@ def test_only_runs_the_named_scenarios_and_refuses_unknown_names(capsys):
     assert refused.value.code == 2
     message = capsys.readouterr().err
     assert "no scenario named lora;" in message and "steps_x_guidance" in message
+
+
+def test_lcm_run_overrides_reach_lcm_runs_jobs_only(tiny_zoo, tmp_path):
+    """`--lcm-run-override` measures an option (device.channels_last=true) against the same floor:
+    it is on lcm-run's command line and in its jobs' configs, and on neither of the others'."""
+    from runner import bench, records
+
+    settings, _, _ = bench.parse_args(["--quick", "--lcm-run-override", "device.channels_last=true",
+                                       "--lcm-run-override", "sampling.num_images=1"])
+    assert settings.lcm_run_overrides == ("device.channels_last=true", "sampling.num_images=1")
+    scenario = next(s for s in bench.scenarios(settings) if s.name == "seed_sweep")
+    assert scenario.lcm_run_overrides()[-2:] == ["device.channels_last=true", "sampling.num_images=1"]
+    assert not any("channels_last" in override for override in scenario.overrides())  # the naive app's
+    bench.run_lcm(scenario, tmp_path / "sweep")
+    configs = [records.read_json(path)["config"] for path in (tmp_path / "sweep").glob(f"*/{records.RUN_JSON}")]
+    assert len(configs) == len(scenario.jobs()) and all(c["device"]["channels_last"] is True for c in configs)
+    lines = "\n".join(bench._preamble({"machine": bench.machine(), "settings": {
+        **bench._settings_dict(settings), "device": "cpu", "floor_saves": bench.FLOOR_SAVES}}))
+    assert "lcm-run -m` in-process, one model load, with `device.channels_last=true sampling.num_images=1`" in lines

@@ -98,3 +98,57 @@ def test_a_hotswap_rank_below_one_is_named(tmp_path):
     with pytest.raises(UserError, match="device.lora_hotswap_rank=0 must be at least 1"):
         run(make_config("zoo=tiny", "device.lora_hotswap_rank=0", *SIZE), tmp_path / "job")
     assert not (tmp_path / "job").exists()
+
+
+def conv_weights(model):
+    return [p for p in model.parameters() if p.dim() == 4]
+
+
+def held_channels_last(model):
+    """Every convolution weight in channels-last layout, and some of them not also contiguous (a
+    1x1 kernel is both)."""
+    weights = conv_weights(model)
+    return (all(w.is_contiguous(memory_format=torch.channels_last) for w in weights)
+            and any(not w.is_contiguous() for w in weights))
+
+
+def test_channels_last_draws_as_the_cards_code_with_its_networks_held_channels_last(tiny_zoo, tmp_path):
+    cache.clear()
+    cfg = make_config("zoo=tiny", "device=cpu", "device.channels_last=true", *SIZE)
+    record = run(cfg, tmp_path / "held")
+    loaded = next(iter(cache.pipelines._entries.values()))
+    assert held_channels_last(loaded.pipe.unet) and held_channels_last(loaded.pipe.vae)
+
+    def card(channels_last):
+        pipe = DiffusionPipeline.from_pretrained(str(tiny_zoo / "sdxl-base"), dtype=torch.float32)
+        if channels_last:
+            pipe.unet.to(memory_format=torch.channels_last)
+            pipe.vae.to(memory_format=torch.channels_last)
+        pipe.scheduler = LCMScheduler.from_config(pipe.scheduler.config)
+        pipe.load_lora_weights(str(tiny_zoo / "lcm-lora-sdxl"))
+        pipe.fuse_lora()
+        image = pipe(cfg.sampling.prompt, num_inference_steps=4, guidance_scale=0, height=64, width=64,
+                     generator=torch.manual_seed(0)).images[0]
+        return np.asarray(image, dtype=np.int16)
+
+    held = pixels(record, tmp_path / "held").astype(np.int16)
+    assert np.array_equal(held, card(channels_last=True))
+    assert np.abs(held - card(channels_last=False)).max() <= 1  # the same sums in another order
+    cache.clear()
+
+
+@pytest.mark.parametrize("experiment, component", [("controlnet_canny", "controlnet"),
+                                                   ("t2i_adapter_canny", "adapter")])
+def test_channels_last_holds_the_conditioning_network_so_and_keeps_the_cards_pixels(experiment, component,
+                                                                                    tiny_zoo, tmp_path):
+    from test_workflows import CARD, as_array, output_pixels
+
+    cache.clear()
+    cfg = make_config(f"experiment={experiment}", "zoo=tiny", "device=cpu", "device.channels_last=true")
+    record = run(cfg, tmp_path / "held")
+    (model, _folder), = cache.components._entries.values()
+    assert type(model).__name__ == {"controlnet": "ControlNetModel", "adapter": "T2IAdapter"}[component]
+    assert held_channels_last(model)
+    difference = np.abs(output_pixels(record, tmp_path / "held") - as_array(CARD[experiment](tiny_zoo, cfg)))
+    assert difference.max() <= 1 and (difference > 0).mean() < 0.01
+    cache.clear()

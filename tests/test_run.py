@@ -119,8 +119,10 @@ def test_refusing_then_refusing_back_restores_exact_weights(tiny_zoo, tmp_path, 
     assert np.array_equal(job_pixels(first, tmp_path / "a"), job_pixels(again, tmp_path / "d"))
 
 
-@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])  # bfloat16: the files' float32 is cast at load
-def test_a_fused_stack_keeps_no_weight_copy_until_it_changes(dtype, tiny_zoo, tmp_path, fresh_cache, monkeypatch):
+# bfloat16: the files' float32 is cast at load; channels_last: restored into weights laid out otherwise
+@pytest.mark.parametrize("dtype, channels_last", [("float32", False), ("bfloat16", False), ("float32", True)])
+def test_a_fused_stack_keeps_no_weight_copy_until_it_changes(dtype, channels_last, tiny_zoo, tmp_path, fresh_cache,
+                                                             monkeypatch):
     """The weights a fused LoRA changed come back from the model's files, read once, at the first
     change of the fused stack: before it, the process holds no second copy of them."""
     from runner import lora
@@ -128,7 +130,8 @@ def test_a_fused_stack_keeps_no_weight_copy_until_it_changes(dtype, tiny_zoo, tm
     reads = []
     monkeypatch.setattr(lora, "as_loaded", lambda loaded, component: reads.append(component) or
                         models.as_loaded(loaded, component))
-    common = ("zoo=tiny", "sampling.steps=2", "sampling.height=64", "sampling.width=64", f"device.dtype={dtype}")
+    common = ("zoo=tiny", "sampling.steps=2", "sampling.height=64", "sampling.width=64", f"device.dtype={dtype}",
+              f"device.channels_last={channels_last}")
     jobs = {"a": ("lora.lcm.weight=1.0",), "a2": ("lora.lcm.weight=1.0", "sampling.seed=3"),
             "b": ("lora.lcm.weight=0.5",), "c": ("lora=lcm_papercut",), "d": ("lora.lcm.weight=1.0",)}
     warm = {}
