@@ -152,3 +152,20 @@ def test_channels_last_holds_the_conditioning_network_so_and_keeps_the_cards_pix
     difference = np.abs(output_pixels(record, tmp_path / "held") - as_array(CARD[experiment](tiny_zoo, cfg)))
     assert difference.max() <= 1 and (difference > 0).mean() < 0.01
     cache.clear()
+
+
+def test_device_cpu_fast_is_the_cpu_with_channels_last_and_a_batch_decoded_one_image_at_a_time(tiny_zoo, tmp_path):
+    cache.clear()
+    batch = ("zoo=tiny", *SIZE, "sampling.num_images=2")
+    fast = run(make_config(*batch, "device=cpu_fast"), tmp_path / "fast")
+    loaded = next(iter(cache.pipelines._entries.values()))
+    assert loaded.device == "cpu" and loaded.dtype == torch.float32
+    assert held_channels_last(loaded.pipe.unet) and held_channels_last(loaded.pipe.vae) and loaded.pipe.vae.use_slicing
+    assert fast["config"]["device"] == {**make_config("device=cpu").device, "channels_last": True, "vae_slicing": True}
+    plain = run(make_config(*batch, "device=cpu"), tmp_path / "plain")
+    assert plain["cache"] == {"base": "miss"} and not next(iter(cache.pipelines._entries.values())).pipe.vae.use_slicing
+    for index in (0, 1):
+        fast_pixels = np.asarray(Image.open(tmp_path / "fast" / fast["images"][index]["file"]), dtype=np.int16)
+        plain_pixels = np.asarray(Image.open(tmp_path / "plain" / plain["images"][index]["file"]), dtype=np.int16)
+        assert np.abs(fast_pixels - plain_pixels).max() <= 1
+    cache.clear()
