@@ -43,6 +43,16 @@ def empty_hub_cache(tmp_path, monkeypatch):
     return cache
 
 
+@pytest.fixture
+def fresh_cache():
+    """The process's model cache empty before the test and after it."""
+    from runner import cache
+
+    cache.clear()
+    yield
+    cache.clear()
+
+
 def make_config(*overrides: str):
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         return compose("config", overrides=list(overrides))

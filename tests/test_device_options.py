@@ -112,8 +112,7 @@ def held_channels_last(model):
             and any(not w.is_contiguous() for w in weights))
 
 
-def test_channels_last_draws_as_the_cards_code_with_its_networks_held_channels_last(tiny_zoo, tmp_path):
-    cache.clear()
+def test_channels_last_draws_as_the_cards_code_with_its_networks_held_channels_last(tiny_zoo, tmp_path, fresh_cache):
     cfg = make_config("zoo=tiny", "device=cpu", "device.channels_last=true", *SIZE)
     record = run(cfg, tmp_path / "held")
     loaded = next(iter(cache.pipelines._entries.values()))
@@ -134,16 +133,14 @@ def test_channels_last_draws_as_the_cards_code_with_its_networks_held_channels_l
     held = pixels(record, tmp_path / "held").astype(np.int16)
     assert np.array_equal(held, card(channels_last=True))
     assert np.abs(held - card(channels_last=False)).max() <= 1  # the same sums in another order
-    cache.clear()
 
 
 @pytest.mark.parametrize("experiment, component", [("controlnet_canny", "controlnet"),
                                                    ("t2i_adapter_canny", "adapter")])
 def test_channels_last_holds_the_conditioning_network_so_and_keeps_the_cards_pixels(experiment, component,
-                                                                                    tiny_zoo, tmp_path):
+                                                                                    tiny_zoo, tmp_path, fresh_cache):
     from test_workflows import CARD, as_array, output_pixels
 
-    cache.clear()
     cfg = make_config(f"experiment={experiment}", "zoo=tiny", "device=cpu", "device.channels_last=true")
     record = run(cfg, tmp_path / "held")
     (model, _folder), = cache.components._entries.values()
@@ -151,11 +148,10 @@ def test_channels_last_holds_the_conditioning_network_so_and_keeps_the_cards_pix
     assert held_channels_last(model)
     difference = np.abs(output_pixels(record, tmp_path / "held") - as_array(CARD[experiment](tiny_zoo, cfg)))
     assert difference.max() <= 1 and (difference > 0).mean() < 0.01
-    cache.clear()
 
 
-def test_device_cpu_fast_is_the_cpu_with_channels_last_and_a_batch_decoded_one_image_at_a_time(tiny_zoo, tmp_path):
-    cache.clear()
+def test_device_cpu_fast_is_the_cpu_with_channels_last_and_a_batch_decoded_one_image_at_a_time(tiny_zoo, tmp_path,
+                                                                                               fresh_cache):
     batch = ("zoo=tiny", *SIZE, "sampling.num_images=2")
     fast = run(make_config(*batch, "device=cpu_fast"), tmp_path / "fast")
     loaded = next(iter(cache.pipelines._entries.values()))
@@ -168,4 +164,3 @@ def test_device_cpu_fast_is_the_cpu_with_channels_last_and_a_batch_decoded_one_i
         fast_pixels = np.asarray(Image.open(tmp_path / "fast" / fast["images"][index]["file"]), dtype=np.int16)
         plain_pixels = np.asarray(Image.open(tmp_path / "plain" / plain["images"][index]["file"]), dtype=np.int16)
         assert np.abs(fast_pixels - plain_pixels).max() <= 1
-    cache.clear()

@@ -36,13 +36,6 @@ def another_style(zoo_dir, folder, alpha_factor, rank=4):
     return (f"lora.papercut.source={folder}", "lora.papercut.weight_name=style.safetensors")
 
 
-@pytest.fixture
-def fresh_cache():
-    cache.clear()
-    yield
-    cache.clear()
-
-
 def cold(overrides, job_dir):
     cache.clear()
     return run(make_config(*overrides), job_dir)

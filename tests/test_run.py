@@ -25,13 +25,6 @@ def mean_change(a, b):
     return float(np.abs(a - b).mean())
 
 
-@pytest.fixture
-def fresh_cache():
-    cache.clear()
-    yield
-    cache.clear()
-
-
 def card_text_to_image(zoo_dir, height, width, seed=0):
     """The card's text-to-image code, on the tiny twins, with a seeded generator."""
     from diffusers import AutoPipelineForText2Image, LCMScheduler
