@@ -13,7 +13,8 @@ def test_the_gpu_benchmark_runs_end_to_end_on_tiny_architectures(tiny_zoo, tmp_p
                            "--out", str(tmp_path)]) == 0
     result = json.loads((tmp_path / "gpu_bench.json").read_text())
     assert result["tiny"] is True and result["size"] == 64
-    assert {(r["variant"], r["batch"]) for r in result["rows"]} >= {("eager", 1), ("eager", 2), ("channels_last", 1)}
+    assert {(r["variant"], r["batch"]) for r in result["rows"]} >= {("eager", 1), ("eager", 2), ("channels_last", 1),
+                                                                   ("channels_last+vae_slicing", 2)}
     assert all(r["seconds_per_call"] > 0 and r["images_per_second"] > 0 for r in result["rows"])
     assert "| eager | 2 |" in (tmp_path / "gpu_bench.md").read_text()
 
@@ -62,3 +63,16 @@ def test_unknown_variants_are_refused_with_the_known_names(capsys, tmp_path):
     assert refused.value.code == 2
     err = capsys.readouterr().err
     assert "--variants eager,fast" in err and "compile_regional+channels_last" in err
+
+
+def test_the_layout_variants_hold_the_unet_and_vae_as_the_runner_does(tiny_zoo):
+    import torch
+
+    def layout(model):
+        return {w.is_contiguous(memory_format=torch.channels_last) for w in model.parameters() if w.dim() == 4}
+
+    for name, slicing in (("channels_last", False), ("channels_last+vae_slicing", True)):
+        pipe = gpu_bench.sdxl_pipeline(True, "cpu")
+        gpu_bench.variants("cpu")[name](pipe)
+        assert layout(pipe.unet) == layout(pipe.vae) == {True}, name
+        assert pipe.vae.use_slicing is slicing, name
