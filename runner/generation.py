@@ -4,12 +4,12 @@
 from __future__ import annotations
 
 import logging
-from typing import Any, Dict, List, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
 
-from runner import batching, guards, prompts
+from runner import batching, decoding, guards, prompts
 from runner.cache import LoadedPipeline
 from runner.config import job_identity
 from runner.plan import JobPlan, plan_of
@@ -52,8 +52,12 @@ def _batched(loaded: LoadedPipeline, pipe: Any, plans: Sequence[JobPlan], identi
     texts = {name: torch.cat(parts) for name, parts in rows.items()}
     keywords = {k: v for k, v in plans[0].call.items() if k not in _TEXT + ("num_images_per_prompt",)}
     seeds = [seed for plan in plans for seed in plan.seeds]
-    arrays, checks = _call(pipe, keywords, texts, seeds, images_in)
-    info = {"batch": {"leader": record["id"], "jobs": len(plans), "images": len(seeds)}, "guards": checks,
+    # On a CPU each job's images are decoded on their own, as the job alone would: measured faster
+    # there than one decode of the batch (PERF.md). On a GPU (not measured yet) the batch stays whole.
+    parts = [len(plan.seeds) for plan in plans] if loaded.device == "cpu" else None
+    arrays, checks = _call(pipe, keywords, texts, seeds, images_in, parts)
+    info = {"batch": {"leader": record["id"], "jobs": len(plans), "images": len(seeds),
+                      "decoded": "per job" if parts else "whole"}, "guards": checks,
             "prompt_embeddings": "cached"}
     start = 0
     for plan, identity in zip(plans, identities):
@@ -68,8 +72,9 @@ def _batched(loaded: LoadedPipeline, pipe: Any, plans: Sequence[JobPlan], identi
 
 
 def _call(pipe: Any, keywords: Dict[str, Any], texts: Dict[str, Any], seeds: Sequence[int],
-          images_in: Dict[str, Any]):
+          images_in: Dict[str, Any], decode_parts: Optional[Sequence[int]] = None):
     generators = [torch.Generator("cpu").manual_seed(seed) for seed in seeds]
-    with guards.watch_decode(pipe.vae) as decoded:
+    # entered last, the guard wraps the parts: it keeps the whole batch's latents, for its float32 retry
+    with decoding.decoded_in_parts(pipe.vae, decode_parts), guards.watch_decode(pipe.vae) as decoded:
         arrays = pipe(**keywords, **texts, **images_in, generator=generators, output_type="np").images
     return guards.checked_images(pipe, arrays, decoded.get("latents"))

@@ -9,6 +9,8 @@ from typing import Any, Dict, Iterator, Tuple
 import numpy as np
 import torch
 
+from runner.decoding import decode_replaced
+
 
 class GenerationFailed(RuntimeError):
     """The pipeline ran but its output is unusable (NaN or all black)."""
@@ -18,21 +20,15 @@ class GenerationFailed(RuntimeError):
 def watch_decode(vae) -> Iterator[Dict[str, Any]]:
     """Keep the latents the pipeline hands to `vae.decode`, whatever pipeline class it is."""
     seen: Dict[str, Any] = {}
-    decode = vae.decode
-    shadowed = vae.__dict__.get("decode")
 
-    def keeping_latents(z, *args, **kwargs):
-        seen["latents"] = z
-        return decode(z, *args, **kwargs)
+    def keeping_latents(decode):
+        def decode_keeping(z, *args, **kwargs):
+            seen["latents"] = z
+            return decode(z, *args, **kwargs)
+        return decode_keeping
 
-    vae.decode = keeping_latents  # an instance attribute, taken away again below
-    try:
+    with decode_replaced(vae, keeping_latents):
         yield seen
-    finally:
-        if shadowed is None:
-            del vae.decode
-        else:
-            vae.decode = shadowed
 
 
 def usable(images: np.ndarray) -> bool:

@@ -161,6 +161,26 @@ def test_a_chunk_runs_each_grid_point_as_the_job_it_would_be_alone(tiny_zoo, tmp
     assert [r["status"] for r in again] == ["skipped", "skipped"]
 
 
+def test_a_batch_on_the_cpu_decodes_each_jobs_images_as_the_job_alone_would(tiny_zoo, tmp_path, monkeypatch,
+                                                                             fresh_cache):
+    """One UNet call for the group, then one VAE decode per job, of its own images (runner.generation)."""
+    from diffusers import AutoencoderKL
+
+    decoded = []
+    decode = AutoencoderKL.decode
+
+    def counting(self, z, *args, **kwargs):
+        decoded.append(z.shape[0])
+        return decode(self, z, *args, **kwargs)
+
+    monkeypatch.setattr(AutoencoderKL, "decode", counting)
+    records = run_chunk("sampling.seed=0,5", tmp_path / "sweep" / "0", *JOB, "sampling.num_images=2", batch_size=8)
+    assert [r["status"] for r in records] == ["ok", "ok"]
+    assert records[1]["batch"] == {"leader": records[0]["id"], "jobs": 2, "images": 4, "decoded": "per job"}
+    assert decoded == [2, 2], "a decode per job, of its two images"
+    assert [[image["seed"] for image in r["images"]] for r in records] == [[0, 1], [5, 6]]
+
+
 def test_an_invalid_grid_point_is_recorded_and_the_others_still_run(tiny_zoo, tmp_path):
     sweep = tmp_path / "sweep"
     with pytest.raises(UserError, match="1 of 2 grid points"):
