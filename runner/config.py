@@ -52,7 +52,9 @@ class DeviceConfig:
     # UNet, VAE and ControlNet / T2I-Adapter in channels-last memory format: faster convolutions
     # (CPU: measured, PERF.md); pixels within one level of the default layout's.
     channels_last: bool = False
-    vae_slicing: bool = False  # decode a batch one image at a time (less memory; on a CPU, faster)
+    # Decode a batch one image at a time (less memory; on a CPU, faster). On a CPU a sweep's batched
+    # call decodes each job's images on their own either way (runner.generation).
+    vae_slicing: bool = False
     vae_tiling: bool = False  # decode large images in tiles (less memory, seams possible)
     cpu_offload: str = "none"  # none | model | sequential: keep weights in CPU memory (small GPUs)
     # torch.compile of the UNet, at its first job (after the LoRA stack is applied): `regional`
