@@ -298,13 +298,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--variants", type=lambda text: text.split(","), default=[],
                         help="only these variants, comma-separated (default: all the device allows)")
     parser.add_argument("--out", type=Path, default=Path("bench-results"))
+    parser.add_argument("--work", type=Path, default=None,
+                        help="where the whole-runner comparison saves the model and its images, in a temporary "
+                             "folder removed at the end (default: the system's temp folder; never --out, whose "
+                             "files a lent GPU machine sends back)")
     args = parser.parse_args(argv)
     known = list(variants("cuda"))
     if any(name not in known for name in args.variants):
         parser.error(f"--variants {','.join(args.variants)}: the variants are {', '.join(known)}")
     size = args.size or (256 if args.tiny else 1024)
     args.out.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=".gpu-bench-work-", dir=args.out) as work:
+    with tempfile.TemporaryDirectory(prefix="gpu-bench-work-", dir=args.work) as work:
         result = run(args.tiny, size, args.steps, [int(b) for b in args.batches.split(",")], args.repeats,
                      args.sweep_seeds, Path(work), args.variants, report=lambda partial: _write(args.out, partial))
     print(_write(args.out, result))
