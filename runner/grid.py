@@ -12,9 +12,8 @@ import os
 import re
 import sys
 from concurrent.futures import ThreadPoolExecutor
-from itertools import product
 from pathlib import Path
-from typing import Any, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 from PIL import Image, ImageDraw, ImageFont
 
@@ -23,6 +22,7 @@ from runner.errors import UserError
 from runner.summary import Param, Row, Sweep, display_value, load_sweep, ordered_values
 
 SHEET_STEM = "contact_sheet"
+MAX_NAME_BODY = 200  # characters of a sheet's file name after the stem (slugs are ASCII)
 MIN_CELL = 128  # cells of tiny images stay wide enough for their labels
 GAP = 4
 FONT_SIZE = 14
@@ -93,13 +93,15 @@ def _axis_values(rows: List[Row], param: Optional[Param]) -> List[Any]:
 
 
 def _split_by(rows: List[Row], params: List[Param]) -> List[Tuple[Tuple[Any, ...], List[Row]]]:
-    """The combinations of values of `params` that some row has, each with its rows."""
-    split = []
-    for combination in product(*(_axis_values(rows, p) for p in params)):
-        matching = [row for row in rows if all(row.values[p.key] == v for p, v in zip(params, combination))]
-        if matching:
-            split.append((combination, matching))
-    return split
+    """The combinations of values of `params` that some row has, each with its rows, in the order of
+    each parameter's values. Only the combinations present are visited: their full product can be
+    astronomically large when many keys vary together."""
+    axes = [_axis_values(rows, p) for p in params]
+    split: Dict[Tuple[int, ...], List[Row]] = {}
+    for row in rows:  # each value's position on its axis: hashable, whatever the value
+        position = tuple(axis.index(row.values[p.key]) for p, axis in zip(params, axes))
+        split.setdefault(position, []).append(row)
+    return [(tuple(axis[i] for axis, i in zip(axes, position)), split[position]) for position in sorted(split)]
 
 
 def _draw_sheet(folder: Path, rows: List[Row], x_axis: Axis, y_axis: Axis, title: str) -> Image.Image:
@@ -186,7 +188,12 @@ def _axes_note(x_param: Optional[Param], y_param: Optional[Param]) -> str:
 
 # -- file names -------------------------------------------------------------------------------
 def _sheet_file_name(pairs: List[Tuple[Param, Any]]) -> str:
-    return f"{SHEET_STEM}_" + "_".join(f"{_slug(p.label)}={_slug(display_value(p, v))}" for p, v in pairs) + ".png"
+    """`contact_sheet_<key>=<value>_....png`; shortened, with a hash of the whole, where it would be
+    too long for a file name (255 bytes, of which the atomic write's temporary name takes ~15)."""
+    body = "_".join(f"{_slug(p.label)}={_slug(display_value(p, v))}" for p, v in pairs)
+    if len(body) > MAX_NAME_BODY:
+        body = f"{body[:MAX_NAME_BODY - 9]}-{hashlib.sha1(body.encode('utf-8')).hexdigest()[:8]}"
+    return f"{SHEET_STEM}_{body}.png"
 
 
 def _slug(text: str, limit: int = 24) -> str:

@@ -181,22 +181,38 @@ def _swept_params(jobs: List[_Job]) -> List[Param]:
     """Config keys that differ across jobs, in command-line order, then the rest sorted.
 
     Keys under a config group chosen on the command line (`scheduler=lcm,dpmpp_2m` changes
-    `_target_`, `algorithm_type`, ...) fold into one parameter named after the group.
+    `_target_`, `algorithm_type`, ...) fold into one parameter named after the group. So do keys
+    that a swept choice of a group sets elsewhere (`experiment=t2i,inpaint` sets prompts, steps,
+    conditioning ... through `# @package _global_`): keys that no override names and whose value
+    the choice decides, job by job.
     """
     override_order = list(dict.fromkeys(key for job in jobs for key in job.overrides))
     values = _config_values(jobs)
     differing = [key for key, seen in values.items() if len(seen) > 1 and key != SEED]
     if len({seed for job in jobs for seed in _image_seeds(job)} - {None}) > 1:
         differing.append(SEED)
+    choices = [key for key in override_order if key not in values
+               and len({job.overrides.get(key) for job in jobs}) > 1]  # swept config-group choices
     params = {}
     for key in differing:
-        owner = _owning_override(key, override_order)
+        owner = _owning_override(key, override_order) or _deciding_choice(jobs, key, choices)
         if owner not in (None, key):
             params.setdefault(owner, Param(owner, owner))
         else:
             params.setdefault(key, Param(key, LABELS.get(key, key)))
     position = {key: index for index, key in enumerate(override_order)}
     return sorted(params.values(), key=lambda p: (p.key not in position, position.get(p.key, 0), p.key))
+
+
+def _deciding_choice(jobs: List[_Job], key: str, choices: List[str]) -> Optional[str]:
+    """The first swept group choice that decides `key`'s value in every job that recorded a config."""
+    configured = [job for job in jobs if job.config]
+    for choice in choices:
+        decided: Dict[Optional[str], Any] = {}
+        if all(decided.setdefault(job.overrides.get(choice), _job_value(job, key)) == _job_value(job, key)
+               for job in configured):
+            return choice
+    return None
 
 
 def _shared_config(jobs: List[_Job]) -> Dict[str, Any]:

@@ -11,6 +11,7 @@ import re
 import shutil
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -40,6 +41,16 @@ GROUP_CHOICES = {"scheduler": {
     "lcm": {"_target_": "diffusers.LCMScheduler.from_config", "_partial_": True},
     "dpmpp_2m": {"_target_": "diffusers.DPMSolverMultistepScheduler.from_config", "_partial_": True,
                  "algorithm_type": "dpmsolver++", "solver_order": 2},
+}}
+
+# What an experiment choice sets (`# @package _global_`): keys all over the config, none under `experiment`.
+EXPERIMENTS = {"experiment": {
+    "t2i": {"sampling.prompt": "a cyborg", "sampling.steps": 4},
+    "inpaint": {"sampling.prompt": "a tiger", "sampling.steps": 4, "sampling.seed": 42,
+                "model.source": "diffusers/stable-diffusion-xl-1.0-inpainting-0.1", "conditioning.kind": "inpaint",
+                "conditioning.strength": 0.99},
+    "controlnet_canny": {"sampling.prompt": "the mona lisa", "sampling.steps": 5, "conditioning.kind": "controlnet",
+                         "conditioning.conditioning_scale": 0.5},
 }}
 
 
@@ -82,6 +93,10 @@ def fake_sweep(root, axes, *, failed=(), rejected=(), killed=(), size=(400, 300)
 
 
 def set_dotted(config, key, value):
+    if key in EXPERIMENTS:
+        for dotted, setting in EXPERIMENTS[key][value].items():
+            set_dotted(config, dotted, setting)
+        return
     if key in GROUP_CHOICES:
         config[key] = copy.deepcopy(GROUP_CHOICES[key][value])
         return
@@ -128,6 +143,44 @@ def test_a_config_group_is_one_parameter_and_unnamed_keys_come_last_sorted(tmp_p
     # scheduler=dpmpp_2m changes _target_, algorithm_type and solver_order: one parameter, by choice
     assert [p.label for p in sweep.params] == ["scheduler", "sampling.steps", "model.variant"]
     assert ordered_values(row.values["scheduler"] for row in sweep.rows) == ["lcm", "dpmpp_2m"]  # as typed
+
+
+def test_a_swept_experiment_is_one_parameter_for_every_key_it_decides(tmp_path):
+    fake_sweep(tmp_path, {"experiment": ["t2i", "inpaint", "controlnet_canny"], "sampling.guidance_scale": [0.0, 1.5]})
+    record = json.loads((tmp_path / "5" / "run.json").read_text())
+    record["config"]["sampling"]["negative_prompt"] = "blurry"  # differs, but the experiment does not decide it
+    write_record(tmp_path / "5", record)
+    sweep = load_sweep(tmp_path)
+    # prompt, steps, seed, model and conditioning keys follow the experiment: folded into it
+    assert [p.label for p in sweep.params] == ["experiment", "sampling.guidance_scale", "sampling.negative_prompt"]
+    assert [(row.values["experiment"], row.seed) for row in sweep.rows][::2] == [("t2i", 0), ("inpaint", 42),
+                                                                                ("controlnet_canny", 0)]
+    written = build_report(tmp_path, x="experiment", y="sampling.guidance_scale")
+    assert [path.name for path in written["contact_sheets"]] == [
+        "contact_sheet_sampling.negative_prompt=None.png", "contact_sheet_sampling.negative_prompt=blurry.png"]
+    sheet = Image.open(written["contact_sheets"][0]).convert("RGB")
+    assert [cell_pixel(sheet, column, 0) for column in range(3)] == [colour(0), colour(2), colour(4)]
+
+
+def test_the_sheets_are_the_combinations_present_however_many_keys_vary(tmp_path):
+    """Forty keys that no override names vary together across two jobs: two sheets, drawn at once
+    (every combination of their values would be 2^40 sheets to look for)."""
+    fake_sweep(tmp_path, {"sampling.steps": [2, 4]})
+    for job in (0, 1):
+        record = json.loads((tmp_path / str(job) / "run.json").read_text())
+        record["config"]["extra"] = {f"key{i:02d}": job for i in range(40)}
+        write_record(tmp_path / str(job), record)
+    done = []
+    worker = threading.Thread(target=lambda: done.append(build_report(tmp_path)), daemon=True)
+    worker.start()
+    worker.join(timeout=60)
+    assert done, "the report did not finish within a minute"
+    sheets = done[0]["contact_sheets"]
+    assert len(sheets) == 2 and all(path.is_file() for path in sheets)
+    # named by their values, shortened with a hash of the whole where that is too long for a file name
+    for path, job in zip(sheets, (0, 1)):
+        assert path.name.startswith(f"contact_sheet_extra.key01={job}_extra.key02={job}_")
+        assert len(path.name) <= 220 and re.search(r"-[0-9a-f]{8}\.png$", path.name)
 
 
 def test_each_image_is_a_row_with_its_own_seed(tmp_path):

@@ -237,3 +237,21 @@ def test_urls_are_refused_offline_with_a_way_out(tmp_path):
 def test_inpainting_model_without_inpaint_conditioning_is_refused(tiny_zoo, tmp_path):
     with pytest.raises(UserError, match="inpainting model"):
         run(make_config("model=sdxl_inpaint", "zoo=tiny", "sampling.height=64", "sampling.width=64"), tmp_path / "j")
+
+
+def test_a_sweep_over_experiments_reports_the_experiment_as_its_one_parameter(tiny_zoo, tmp_path, fresh_cache):
+    """Each experiment sets its own prompt, steps, seed and conditioning: the report's axis is the
+    experiment, not every key it sets (whose product of values once stalled the report)."""
+    import csv
+
+    from runner import cli
+    from runner.bench import run_hydra
+
+    sweep = tmp_path / "sweep"
+    run_hydra(cli.run_app, ["zoo=tiny", "device=cpu", "experiment=t2i,controlnet_canny", "sampling.height=64",
+                            "sampling.width=64", f"hydra.sweep.dir={sweep}"])
+    with open(sweep / "summary.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert list(rows[0]) == ["job", "experiment", "seed", "file", "status", "time", "error"]
+    assert [(row["experiment"], row["status"]) for row in rows] == [("t2i", "ok"), ("controlnet_canny", "ok")]
+    assert (sweep / "contact_sheet.png").is_file() and (sweep / "index.html").is_file()
