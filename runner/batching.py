@@ -11,10 +11,11 @@ generating alone.
 """
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from omegaconf import DictConfig
 
@@ -57,10 +58,31 @@ def group(configs: Sequence[DictConfig], order: Sequence[int], max_images: int) 
     return groups
 
 
-def expect(configs: Sequence[DictConfig]) -> None:
-    """Register a group about to run, leader first."""
+def expect(configs: Sequence[DictConfig], leader: int = 0) -> None:
+    """Register a group about to run, in the order of its call; `configs[leader]` makes the call (the
+    first, in a sweep)."""
     if len(configs) > 1:
-        _groups[job_identity(configs[0])] = list(configs)
+        _groups[job_identity(configs[leader])] = list(configs)
+
+
+def call_values(cfg: DictConfig) -> Dict[str, Any]:
+    """What the jobs of one call may differ in: each member's entry in run.json's `batch.members`."""
+    return {key: plain_value(cfg.sampling[key]) for key in BATCHABLE}
+
+
+def configs_of_call(cfg: DictConfig, members: Sequence[Dict[str, Any]]) -> Optional[Tuple[List[DictConfig], int]]:
+    """The configs of a recorded call's jobs, made from `cfg` with each member's values (in the call's
+    order), and `cfg`'s place among them; None when `cfg` is none of them."""
+    mine = call_values(cfg)
+    if mine not in members:
+        return None
+    configs = []
+    for values in members:
+        member = copy.deepcopy(cfg)
+        for key in BATCHABLE:
+            member.sampling[key] = values[key]
+        configs.append(member)
+    return configs, list(members).index(mine)
 
 
 def members_led_by(identity: str) -> Optional[List[DictConfig]]:

@@ -30,7 +30,8 @@ def generate(loaded: LoadedPipeline, pipe: Any, plan: JobPlan, record: Dict[str,
         identities = [job_identity(cfg) for cfg in members]
         plans = [plan if identity == record["id"] else plan_of(cfg) for identity, cfg in zip(identities, members)]
         try:
-            return _batched(loaded, pipe, plans, identities, record, images_in)
+            return _batched(loaded, pipe, plans, identities, record, images_in,
+                            [batching.call_values(cfg) for cfg in members])
         except torch.OutOfMemoryError:
             log.warning("a batch of %d jobs ran out of memory: generating them one by one", len(members))
             torch.cuda.empty_cache()
@@ -42,8 +43,9 @@ def generate(loaded: LoadedPipeline, pipe: Any, plan: JobPlan, record: Dict[str,
 
 
 def _batched(loaded: LoadedPipeline, pipe: Any, plans: Sequence[JobPlan], identities: Sequence[str],
-             record: Dict[str, Any], images_in: Dict[str, Any]) -> np.ndarray:
-    """One call for every image of the group: each job's embeddings repeated once per image."""
+             record: Dict[str, Any], images_in: Dict[str, Any], members: List[Dict[str, Any]]) -> np.ndarray:
+    """One call for every image of the group: each job's embeddings repeated once per image. The
+    record lists the members (seed and prompts, in the call's order): lcm-reproduce remakes the call."""
     rows: Dict[str, List[torch.Tensor]] = {}
     for plan in plans:
         texts, _ = prompts.cached_embeddings(loaded, pipe, plan.call, plan.adapters)
@@ -57,7 +59,7 @@ def _batched(loaded: LoadedPipeline, pipe: Any, plans: Sequence[JobPlan], identi
     parts = [len(plan.seeds) for plan in plans] if loaded.device == "cpu" else None
     arrays, checks = _call(pipe, keywords, texts, seeds, images_in, parts)
     info = {"batch": {"leader": record["id"], "jobs": len(plans), "images": len(seeds),
-                      "decoded": "per job" if parts else "whole"}, "guards": checks,
+                      "decoded": "per job" if parts else "whole", "members": members}, "guards": checks,
             "prompt_embeddings": "cached"}
     start = 0
     for plan, identity in zip(plans, identities):

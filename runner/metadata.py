@@ -53,10 +53,13 @@ def parameters_text(record: Dict[str, Any], image: Dict[str, Any]) -> str:
 
 
 def record_text(record: Dict[str, Any], image: Dict[str, Any]) -> str:
-    """The JSON chunk: the resolved config, overrides, device and versions, and which image this is."""
-    return json.dumps({"id": record.get("id"), "config": record["config"], "overrides": record.get("overrides", []),
-                       "image": image, "device": record.get("device"), "versions": record.get("versions", {})},
-                      ensure_ascii=False)
+    """The JSON chunk: the resolved config, overrides, device and versions, which image this is, and
+    the call it was made in when that call made other jobs' images too (a sweep's batching)."""
+    chunk = {"id": record.get("id"), "config": record["config"], "overrides": record.get("overrides", []),
+             "image": image, "device": record.get("device"), "versions": record.get("versions", {})}
+    if record.get("batch"):
+        chunk["batch"] = record["batch"]
+    return json.dumps(chunk, ensure_ascii=False)
 
 
 def png_info(record: Dict[str, Any], image: Dict[str, Any]):

@@ -2,8 +2,9 @@
 
 Every PNG lcm-run writes carries the fully resolved config of its job (the `lcm-runner` text chunk,
 see runner/metadata.py). This command re-runs that job into a new run folder (same config, so the
-same num_images, seeds and batching: identical pixels on the same versions and device) and names
-the file at the image's index.
+same num_images and seeds; an image of a call that made other jobs' images too — a sweep's
+batching — is re-made in that call, whose jobs its PNG names: identical pixels on the same versions
+and device) and names the file at the image's index.
 
 The PNG is untrusted input. Its config may only select what the project's own config groups allow:
 it is merged onto the structured schema (unknown keys are errors), its scheduler must be one of the
@@ -32,7 +33,7 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Set, Tuple, Un
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from runner import metadata, records
+from runner import batching, metadata, records
 from runner.config import RunConfig
 from runner.errors import UserError
 
@@ -362,6 +363,35 @@ def _check_seed(image: Dict[str, Any], cfg: DictConfig, origin: str) -> None:
         )
 
 
+def _recorded_call(record: Dict[str, Any], cfg: DictConfig, origin: str) -> Optional[Tuple[List[DictConfig], int]]:
+    """The configs of the call that made the image, when that call made other jobs' images too (a
+    sweep's batching), and the image's job's place among them: re-made as the same call, in its
+    order, the pixels are the same; alone, within a level. None: it ran alone, its PNG predates
+    `batch.members`, or the overrides change the seed or prompts the call's jobs differed in."""
+    batch = record.get("batch")
+    members = batch.get("members") if isinstance(batch, dict) else None
+    if members is None:
+        return None
+    if list(_unsafe(members, ("batch", "members"))) or not _well_formed_members(members):
+        raise UserError(f"{origin} has a malformed batch.members (each of the call's jobs: its "
+                        f"{', '.join(batching.BATCHABLE)}): it was edited. Use an untouched PNG of the job.")
+    call = batching.configs_of_call(cfg, members)
+    if call is None:
+        log.info("re-run alone: the overrides change what the %d jobs of its call differed in", len(members))
+    else:
+        log.info("re-making the one call of %d jobs that made it (a sweep's batching), in its order", len(members))
+    return call
+
+
+def _well_formed_members(members: Any) -> bool:
+    def one(member: Any) -> bool:
+        return (isinstance(member, dict) and set(member) == set(batching.BATCHABLE)
+                and isinstance(member["seed"], int) and not isinstance(member["seed"], bool)
+                and isinstance(member["prompt"], str)
+                and (member["negative_prompt"] is None or isinstance(member["negative_prompt"], str)))
+    return isinstance(members, list) and len(members) > 1 and all(one(member) for member in members)
+
+
 def _check_scheduler_options(cfg: DictConfig) -> None:
     """An option the scheduler class does not take fails before the run folder is made."""
     options = [key for key in cfg.scheduler if not str(key).startswith("_")]
@@ -468,6 +498,7 @@ def reproduce(image: Union[str, Path], overrides: Sequence[str] = (), out: Optio
     notes = _version_notes(record.get("versions"))
     if notes:
         log.warning("versions differ from the image's (pixels may differ): %s", "; ".join(notes))
+    call = _recorded_call(record, cfg, origin)
 
     from runner.run import run
 
@@ -477,6 +508,8 @@ def reproduce(image: Union[str, Path], overrides: Sequence[str] = (), out: Optio
         raise UserError(f"{folder} appeared while checking (another lcm-reproduce?); run again, or choose "
                         "a folder with --out DIR.") from None
     try:
+        if call is not None:
+            batching.expect(*call)
         result = run(cfg, folder, overrides=list(overrides))
     except UserError:
         raise
@@ -487,6 +520,8 @@ def reproduce(image: Union[str, Path], overrides: Sequence[str] = (), out: Optio
             f"the re-run failed: {type(error).__name__}: {error}. {folder / records.RUN_JSON} records it; "
             "set HYDRA_FULL_ERROR=1 for the full stack trace."
         ) from error
+    finally:
+        batching.clear()  # the images of the call's other jobs, not written
     new_file = result["images"][index]["file"]
     result[REPRODUCED_KEY] = {
         "image": str(image_path.resolve()),
@@ -511,8 +546,9 @@ examples:
   lcm-reproduce IMAGE.png sampling.steps=8 --out outputs/steps8
   lcm-reproduce IMAGE.png lora.papercut.weight=0.5 device.type=cpu
 
-The image's config is re-run as recorded (same num_images and seeds, so the batch is identical):
-on the same versions and device the pixels are identical. The last line on stdout names the new
+The image's config is re-run as recorded (same num_images and seeds; an image made in one call
+with other jobs of a sweep, in that same call): on the same versions and device the pixels are
+identical. The last line on stdout names the new
 folder and the re-rendered file; run.json there records where it came from (reproduced_from).
 """
 
@@ -556,7 +592,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     same = {True: "pixels identical to", False: "pixels differ from", None: "could not compare with"}
     if done["pixels_equal"] is False and not args.overrides:
         log.warning("the pixels differ from the original: another device, dtype or library version "
-                    "changes them (see the versions above and device.type in run.json)")
+                    "changes them (see the versions above and device.type in run.json), as does a "
+                    "sweep's batching when the PNG predates batch.members and the job was re-run alone")
     print(f"Reproduced in {done['folder']}: {done['new_file']} "
           f"({same[done['pixels_equal']]} {args.image})")
     return 0

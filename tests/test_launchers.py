@@ -176,7 +176,9 @@ def test_a_batch_on_the_cpu_decodes_each_jobs_images_as_the_job_alone_would(tiny
     monkeypatch.setattr(AutoencoderKL, "decode", counting)
     records = run_chunk("sampling.seed=0,5", tmp_path / "sweep" / "0", *JOB, "sampling.num_images=2", batch_size=8)
     assert [r["status"] for r in records] == ["ok", "ok"]
-    assert records[1]["batch"] == {"leader": records[0]["id"], "jobs": 2, "images": 4, "decoded": "per job"}
+    batch = dict(records[1]["batch"])
+    assert [member["seed"] for member in batch.pop("members")] == [0, 5]
+    assert batch == {"leader": records[0]["id"], "jobs": 2, "images": 4, "decoded": "per job"}
     assert decoded == [2, 2], "a decode per job, of its two images"
     assert [[image["seed"] for image in r["images"]] for r in records] == [[0, 1], [5, 6]]
 

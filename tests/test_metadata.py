@@ -173,6 +173,12 @@ def _set(path, value):
     return edit
 
 
+def _batch(members):
+    def edit(record):
+        record["batch"] = {"leader": record["id"], "jobs": 2, "images": 4, "members": members}
+    return edit
+
+
 HOSTILE = {
     "os_system_scheduler": (_set("scheduler._target_", "os.system"),
                             ["scheduler._target_='os.system'", "diffusers.LCMScheduler.from_config"]),
@@ -184,6 +190,10 @@ HOSTILE = {
                                    ["scheduler.timestep_spacing._target_", "scheduler.timestep_spacing._args_"]),
     "absolute_root": (_set("paths.root", "/tmp"), ["paths.root='/tmp'", "--out"]),
     "pickle_switch": (_set("allow_pickle", True), ["allow_pickle=True", "execute code"]),
+    "batch_member_interpolation": (_batch([{"seed": 0, "prompt": "${oc.env:HOME}", "negative_prompt": None}] * 2),
+                                   ["malformed batch.members", "edited"]),
+    "batch_member_shape": (_batch([{"seed": "0"}, {"seed": 1, "prompt": "a fox", "negative_prompt": None}]),
+                           ["malformed batch.members", "seed, prompt, negative_prompt"]),
 }
 
 
@@ -229,6 +239,36 @@ def test_hostile_or_foreign_input_is_refused_clearly_and_writes_nothing(kind, jo
         assert text in done.stderr, done.stderr
     assert not any(cwd.iterdir()), "nothing is written"
     assert snapshot(inputs) == before
+
+
+def test_an_image_of_a_batched_sweep_is_remade_in_the_call_that_made_it(tiny_zoo, tmp_path):
+    """A sweep's seeds share one call; alone, the same job adds in another order and its pixels can
+    move by a level (they do for this job at 256²). The PNG names the call's jobs, and lcm-reproduce
+    makes the same call again, in its order."""
+    from runner import cli
+    from runner.bench import run_hydra
+    from runner.reproduce import reproduce
+
+    sweep = tmp_path / "sweep"
+    cache.clear()
+    run_hydra(cli.run_app, ["experiment=sweep_steps_guidance", "zoo=tiny", "sampling.steps=2",
+                            "sampling.guidance_scale=0", f"hydra.sweep.dir={sweep}"])
+    original = json.loads((sweep / "1" / "run.json").read_text())
+    prompt = original["config"]["sampling"]["prompt"]
+    assert original["batch"]["members"] == [{"seed": seed, "prompt": prompt, "negative_prompt": None}
+                                            for seed in (0, 1)]
+    image = sweep / "1" / original["images"][0]["file"]
+    assert read_png_metadata(image)["lcm-runner"]["batch"] == original["batch"]
+
+    done = lcm_reproduce(image, "--out", tmp_path / "again", cwd=tmp_path, zoo=tiny_zoo)
+    assert done.returncode == 0 and "(pixels identical to" in done.stdout, done.stdout + done.stderr
+    assert "re-making the one call of 2 jobs" in done.stderr
+    again = json.loads((tmp_path / "again" / "run.json").read_text())
+    assert again["batch"]["members"] == original["batch"]["members"] and again["batch"]["leader"] == again["id"]
+    assert same_pixels(tmp_path / "again" / original["images"][0]["file"], image)
+
+    alone = reproduce(image, ["sampling.seed=7"], tmp_path / "seed7")  # not one of the call's jobs
+    assert "batch" not in alone and alone["images"][0]["seed"] == 7
 
 
 @pytest.mark.parametrize("args,expected", [
