@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from runner import chunks, file_checks, records, sweep_plan, thumbnails, writes
 from runner.config import job_identity
@@ -74,7 +74,8 @@ class RunnerCallbacks(Callback):
         except UserError as error:
             raise SystemExit(f"Error: {error}") from None
         if config.plan:  # a dry run: say what would happen, stop
-            print(sweep_plan.describe(planned, sweep_dir))
+            cost_ordered = OmegaConf.select(config, "hydra.sweeper.order") == "cost"  # lcm-run's sweeper
+            print(sweep_plan.describe(planned, sweep_dir, cost_ordered))
             raise SystemExit(1 if any(job.error for job in planned) else 0)
         try:
             file_checks.check_writable("hydra.sweep.dir", sweep_dir)

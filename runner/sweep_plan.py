@@ -32,6 +32,7 @@ class PlannedJob:
     overrides: List[str]
     plan: Optional[JobPlan] = None
     error: Optional[str] = None
+    config: Optional[DictConfig] = None  # the job's composed task config, where it composed
 
 
 GRID_SWEEPERS = ("BasicSweeper", "LcmSweeper")  # the sweepers that expand a grid the basic way
@@ -236,6 +237,7 @@ def plan_jobs(config: DictConfig, jobs: Sequence[List[str]]) -> List[PlannedJob]
         try:
             if isinstance(composed_job, Exception):
                 raise composed_job
+            job.config = composed_job.task
             job.plan = plan_job(composed_job.task)
             plans.remember(composed_job.task, job.plan)  # for the job when it runs
         except Exception as error:  # composition errors and UserErrors alike: reported together
@@ -252,9 +254,13 @@ def _first_paragraph(error: Exception) -> str:
     return text.splitlines()[0] if text else type(error).__name__
 
 
-def describe(planned: Sequence[PlannedJob], sweep_dir: Path) -> str:
-    """What running the sweep would do, in the order it would do it."""
-    good = [job.plan for job in planned if job.plan is not None]
+def describe(planned: Sequence[PlannedJob], sweep_dir: Path, cost_ordered: bool = False) -> str:
+    """What running the sweep would do, in the order it would do it: the grid's, or `cost_ordered`
+    as lcm-run's sweeper runs it (which decides how often each model loads)."""
+    valid = [job for job in planned if job.plan is not None]
+    if cost_ordered:
+        valid = [valid[index] for index in cost_order([job.config for job in valid])]
+    good = [job.plan for job in valid]
     images = sum(len(plan.seeds) for plan in good)
     steps = sum(len(plan.seeds) * plan.call["num_inference_steps"] for plan in good)
     lines = [f"Plan: {_count(len(planned), 'job')}, {_count(images, 'image')}, "

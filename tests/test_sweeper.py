@@ -66,6 +66,19 @@ def test_grid_order_can_be_kept(tmp_path):
     assert "Plan: 6 jobs" in done.stdout
 
 
+def test_a_dry_run_counts_model_loads_in_the_order_the_sweep_runs(tmp_path):
+    """Cost order runs the inpainting model's job apart from the base model's two; the grid's order
+    (t2i, inpaint, lora_papercut) loads the base twice."""
+    sweep = ["-m", "zoo=tiny", "experiment=t2i,inpaint,lora_papercut", "plan=true"]
+    loads = {}
+    for order in ("cost", "grid"):
+        done = lcm_run(*sweep, f"hydra.sweeper.order={order}", cwd=tmp_path)
+        assert done.returncode == 0, done.stderr
+        loads[order] = re.findall(r"base \S+ \(\S+/(sdxl-\w+)\): loaded (\d)x", done.stdout)
+    assert sorted(loads["cost"]) == [("sdxl-base", "1"), ("sdxl-inpaint", "1")]
+    assert sorted(loads["grid"]) == [("sdxl-base", "2"), ("sdxl-inpaint", "1")]
+
+
 @pytest.mark.slow
 def test_jobs_differing_only_in_seed_or_prompt_share_one_call(tiny_zoo, tmp_path):
     import json
