@@ -43,7 +43,7 @@ def generate(loaded: LoadedPipeline, pipe: Any, plan: JobPlan, record: Dict[str,
 
 
 def _batched(loaded: LoadedPipeline, pipe: Any, plans: Sequence[JobPlan], identities: Sequence[str],
-             record: Dict[str, Any], images_in: Dict[str, Any], members: List[Dict[str, Any]]) -> np.ndarray:
+             record: Dict[str, Any], images_in: Dict[str, Any], member_values: List[Dict[str, Any]]) -> np.ndarray:
     """One call for every image of the group: each job's embeddings repeated once per image. The
     record lists the members (seed and prompts, in the call's order): lcm-reproduce remakes the call."""
     rows: Dict[str, List[torch.Tensor]] = {}
@@ -59,7 +59,7 @@ def _batched(loaded: LoadedPipeline, pipe: Any, plans: Sequence[JobPlan], identi
     parts = [len(plan.seeds) for plan in plans] if loaded.device == "cpu" else None
     arrays, checks = _call(pipe, keywords, texts, seeds, images_in, parts)
     info = {"batch": {"leader": record["id"], "jobs": len(plans), "images": len(seeds),
-                      "decoded": "per job" if parts else "whole", "members": members}, "guards": checks,
+                      "decoded": "per job" if parts else "whole", "members": member_values}, "guards": checks,
             "prompt_embeddings": "cached"}
     start = 0
     for plan, identity in zip(plans, identities):
