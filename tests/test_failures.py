@@ -59,7 +59,10 @@ def test_non_finite_latents_fail_the_job_with_a_clear_error(tiny_zoo, tmp_path, 
 @pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_a_stopped_sweep_stops_cleanly_and_a_rerun_completes_it(stop, tiny_zoo, tmp_path):
     sweep = tmp_path / "sweep"
-    args = ["-m", *SMALL, "sampling.steps=1,2", "sampling.seed=0,1", f"hydra.sweep.dir={sweep}"]
+    # one call per job, the first one short and the later ones long, so that the signal lands mid-sweep
+    # (with batched seeds and 2 steps at most, the sweep could finish before the signal arrived)
+    args = ["-m", *SMALL, "sampling.steps=1,20", "sampling.seed=0,1,2,3", "hydra.sweeper.batch_size=1",
+            f"hydra.sweep.dir={sweep}"]
     process = subprocess.Popen([sys.executable, "-c", "from runner.cli import entry; entry()", *args],
                                cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                env={**os.environ, "HF_HUB_OFFLINE": "1"})
@@ -72,12 +75,12 @@ def test_a_stopped_sweep_stops_cleanly_and_a_rerun_completes_it(stop, tiny_zoo, 
     assert "Run the same command again to resume" in err and "Traceback" not in err
     assert not list(sweep.rglob("*.tmp")), "an interrupted write must not leave partial files"
     recorded = [json.loads(p.read_text()) for p in sweep.glob("*/run.json")]
-    assert all(r["status"] in ("ok", "failed") for r in recorded) and len(recorded) < 4
+    assert all(r["status"] in ("ok", "failed") for r in recorded) and len(recorded) < 8
 
     done = lcm_run(*args, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     statuses = [json.loads(p.read_text())["status"] for p in sweep.glob("*/run.json")]
-    assert len(statuses) == 4 and set(statuses) <= {"ok", "skipped"}
+    assert len(statuses) == 8 and set(statuses) <= {"ok", "skipped"}
 
 
 def test_a_signal_during_a_shared_config_change_is_raised_once_the_change_is_whole():

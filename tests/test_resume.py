@@ -86,8 +86,9 @@ def test_another_jobs_results_are_refused_and_kept(tiny_zoo, tmp_path):
 
 
 def sweep_args(sweep):
-    # 4 batches of 3 jobs: the kill, after the first batch's files, lands with batches still to run
-    return ("-m", *SMALL, "sampling.steps=1,2,3,4", "sampling.seed=0,1,2", f"hydra.sweep.dir={sweep}")
+    # 4 batches of 3 jobs, the first short and the others long: the kill, after the first batch's
+    # files, lands with batches still to run
+    return ("-m", *SMALL, "sampling.steps=1,8,12,16", "sampling.seed=0,1,2", f"hydra.sweep.dir={sweep}")
 
 
 def job_images(sweep):
