@@ -207,12 +207,17 @@ def _swept_params(jobs: List[_Job]) -> List[Param]:
 def _deciding_choice(jobs: List[_Job], key: str, choices: List[str]) -> Optional[str]:
     """The first swept group choice that decides `key`'s value in every job that recorded a config."""
     configured = [job for job in jobs if job.config]
-    for choice in choices:
-        decided: Dict[Optional[str], Any] = {}
-        if all(decided.setdefault(job.overrides.get(choice), _job_value(job, key)) == _job_value(job, key)
-               for job in configured):
-            return choice
-    return None
+    return next((choice for choice in choices if _decides(configured, choice, key)), None)
+
+
+def _decides(jobs: List[_Job], choice: str, key: str) -> bool:
+    """Whether jobs that made the same choice all have the same value of `key`."""
+    seen: Dict[Optional[str], Any] = {}
+    for job in jobs:
+        value = _job_value(job, key)
+        if seen.setdefault(job.overrides.get(choice), value) != value:
+            return False
+    return True
 
 
 def _shared_config(jobs: List[_Job]) -> Dict[str, Any]:
