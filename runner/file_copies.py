@@ -13,7 +13,12 @@ written since it was mapped holds other bytes than the file. /proc/self/smaps sa
 was (written pages of a private mapping are counted as Anonymous; Private_Dirty also counts the file's
 own pages not yet flushed to disk), and a file replaced or removed since it was mapped shows as
 "(deleted)". Anything else — a written or replaced file, memory that is not a file mapping, a tensor
-that is not one contiguous view of one mapping, a system without /proc — is copied with `clone()`.
+that is not one contiguous view of one mapping, a system without /proc — is copied in memory.
+
+Every copy keeps its source's address modulo ALIGNMENT. CPU kernels take different paths (and round
+differently) for operands at different alignments, and a weight mapped from a file sits at the
+file's offset, not on the allocator's 64-byte boundary: a copy that moved it would make a job's
+pixels depend on whether an earlier job in the process had copied the model.
 """
 from __future__ import annotations
 
@@ -26,8 +31,10 @@ from typing import Any, Dict, List, Optional
 import torch
 
 SMAPS = Path("/proc/self/smaps")
-# Smaller tensors are cloned: their pages are few, and reading the mappings costs ~20 ms a batch.
+# Smaller tensors are copied in memory: their pages are few, and reading the mappings costs ~20 ms a batch.
 READ_FROM_FILE_FROM = 1 << 20  # bytes
+# A page: what a mapping's placement fixes of a tensor's address, and more than any kernel looks at.
+ALIGNMENT = 4096
 
 
 @dataclass(frozen=True)
@@ -51,7 +58,9 @@ class FileCopies:
     def copy(self, tensor: Any) -> Any:
         """A copy of `tensor` in memory of its own, equal to it."""
         mapping = self._holding(tensor)
-        return tensor.clone() if mapping is None else self._copied(mapping, tensor)
+        if mapping is None:
+            return empty_aligned_like(tensor).copy_(tensor)
+        return self._copied(mapping, tensor)
 
     def copy_into(self, destination: Any, source: Any) -> None:
         """`destination.copy_(source)`, reading `source` from its file where it can."""
@@ -63,8 +72,8 @@ class FileCopies:
             destination.copy_(self._copied(mapping, source))  # read into memory of its own: the mapping stays unread
 
     def _copied(self, mapping: _Mapping, tensor: Any) -> Any:
-        copy = tensor.new_empty(tensor.shape)
-        return copy if self._read(mapping, tensor, copy) else tensor.clone()
+        copy = empty_aligned_like(tensor)
+        return copy if self._read(mapping, tensor, copy) else copy.copy_(tensor)
 
     def _read(self, mapping: _Mapping, tensor: Any, target: Any) -> bool:
         """Read `tensor`'s bytes from the file `mapping` maps into `target` (contiguous, on the CPU, of
@@ -113,6 +122,17 @@ class FileCopies:
             except OSError:
                 self._files[mapping.path] = None
         return self._files[mapping.path]
+
+
+def empty_aligned_like(tensor: Any) -> Any:
+    """An uninitialised contiguous tensor of `tensor`'s shape and dtype whose address equals
+    `tensor`'s modulo ALIGNMENT (on the CPU; elsewhere a plain empty tensor)."""
+    if tensor.device.type != "cpu":
+        return torch.empty_like(tensor, memory_format=torch.contiguous_format)
+    size = tensor.numel() * tensor.element_size()
+    buffer = torch.empty(size + ALIGNMENT, dtype=torch.uint8)
+    start = (tensor.data_ptr() - buffer.data_ptr()) % ALIGNMENT
+    return buffer[start:start + size].view(tensor.dtype).view(tensor.shape)
 
 
 def _clean_file_mappings() -> List[_Mapping]:

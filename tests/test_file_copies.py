@@ -90,3 +90,18 @@ def test_a_mapped_weight_is_read_into_another_tensor_without_mapping_it(weights_
     assert resident_kib(weights_file) < 512
     assert all(torch.equal(into[name], kept[name]) for name in kept)
     assert torch.equal(transposed, kept["a"])
+
+
+@pytest.mark.parametrize("read_from_file_from", [1, 1 << 40], ids=["read from the file", "copied in memory"])
+def test_a_copy_keeps_its_sources_address_modulo_a_page(weights_file, monkeypatch, read_from_file_from):
+    """CPU kernels round differently by operand alignment: a copy that moved a weight off its file
+    offset made a job's pixels depend on whether an earlier job had copied the model."""
+    monkeypatch.setattr(file_copies, "READ_FROM_FILE_FROM", read_from_file_from)
+    mapped = load_file(weights_file)
+    offsets = {name: tensor.data_ptr() % file_copies.ALIGNMENT for name, tensor in mapped.items()}
+    assert any(offset % 64 for offset in offsets.values()), "safetensors places some tensors off 64-byte boundaries"
+    with FileCopies() as copies:
+        copied = {name: copies.copy(tensor) for name, tensor in mapped.items()}
+    for name, tensor in mapped.items():
+        assert copied[name].data_ptr() % file_copies.ALIGNMENT == offsets[name], name
+        assert torch.equal(copied[name], tensor) and copied[name].is_contiguous(), name

@@ -1,6 +1,10 @@
 """Runs on the tiny zoo, checked against diffusers called by hand as the model card does."""
 import gc
 import json
+import os
+import platform
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -205,6 +209,18 @@ def test_a_fused_stack_runs_without_peft_layers_and_changes_like_fresh_processes
         cold = run(make_config("zoo=tiny", "sampling.steps=2", *overrides), tmp_path / f"cold-{name}")
         assert np.array_equal(job_pixels(cold, tmp_path / f"cold-{name}"), warm[name]), name
     assert mean_change(warm["b"], warm["e"]) >= 5 and mean_change(warm["c"], warm["e"]) >= 5
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64"), reason="MKL's instruction-set switch is x86 only")
+def test_a_fused_stack_changes_like_fresh_processes_on_kernels_that_round_by_alignment():
+    """MKL's kernels on AMD processors (and its SSE4.2 path on any x86 CPU) round differently by
+    operand alignment; there, a live stack after fused ones drew other pixels than in a fresh
+    process until copied weights kept their file's alignment (runner.file_copies)."""
+    test = f"{__file__}::test_a_fused_stack_runs_without_peft_layers_and_changes_like_fresh_processes"
+    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-n", "0", "-p", "no:cacheprovider", test],
+                            env={**os.environ, "MKL_ENABLE_INSTRUCTIONS": "SSE4_2"}, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout[-3000:]
 
 
 def test_stacks_switch_in_one_process_like_fresh_processes(tiny_zoo, tmp_path, fresh_cache):
