@@ -125,14 +125,15 @@ class FileCopies:
 
 
 def empty_aligned_like(tensor: Any) -> Any:
-    """An uninitialised contiguous tensor of `tensor`'s shape and dtype whose address equals
-    `tensor`'s modulo ALIGNMENT (on the CPU; elsewhere a plain empty tensor)."""
+    """An uninitialised tensor like `torch.empty_like(tensor)` (its memory format kept) whose
+    address equals `tensor`'s modulo ALIGNMENT (on the CPU; elsewhere a plain `empty_like`)."""
     if tensor.device.type != "cpu":
-        return torch.empty_like(tensor, memory_format=torch.contiguous_format)
+        return torch.empty_like(tensor)
+    strides = torch.empty_like(tensor, device="meta").stride()  # a dense layout, as empty_like keeps it
     size = tensor.numel() * tensor.element_size()
     buffer = torch.empty(size + ALIGNMENT, dtype=torch.uint8)
     start = (tensor.data_ptr() - buffer.data_ptr()) % ALIGNMENT
-    return buffer[start:start + size].view(tensor.dtype).view(tensor.shape)
+    return buffer[start:start + size].view(tensor.dtype).as_strided(tensor.shape, strides)
 
 
 def _clean_file_mappings() -> List[_Mapping]:

@@ -105,3 +105,10 @@ def test_a_copy_keeps_its_sources_address_modulo_a_page(weights_file, monkeypatc
     for name, tensor in mapped.items():
         assert copied[name].data_ptr() % file_copies.ALIGNMENT == offsets[name], name
         assert torch.equal(copied[name], tensor) and copied[name].is_contiguous(), name
+
+
+def test_a_copy_keeps_its_sources_memory_format():
+    held = torch.randn(4, 3, 5, 5).to(memory_format=torch.channels_last)
+    with FileCopies() as copies:
+        copied = copies.copy(held)
+    assert copied.is_contiguous(memory_format=torch.channels_last) and torch.equal(copied, held)
