@@ -16,11 +16,14 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from runner import batching, cache, conditioning, metadata, records, thumbnails
-from runner.config import job_identity, record_of, to_container
+from runner.sweep import batching
+from runner.engine import conditioning
+from runner.outputs import png_metadata, records, thumbnails
+from runner.config.schema import job_identity, record_of, to_container
 from runner.errors import UserError
-from runner.plan import JobPlan, plan_of
-from runner.writes import Writer
+from runner.config.job_plan import JobPlan, plan_of
+from runner.outputs.writers import Writer
+from runner.engine.state import ENGINE
 
 log = logging.getLogger("lcm-run")
 
@@ -30,7 +33,7 @@ def run(cfg: DictConfig, output_dir: Optional[Union[str, Path]] = None,
     """Run one job into `output_dir` (default: the Hydra job folder) and return its run.json record.
     `overrides` are recorded as the job's overrides (default: Hydra's, when Hydra runs the job).
     With a `writer` (in a sweep), the images and run.json go through it, with the contact sheet's
-    thumbnails kept; a background writer may still be completing the record returned (runner.writes)."""
+    thumbnails kept; a background writer may still be completing the record returned (runner.outputs.writers)."""
     started = time.perf_counter()
     job_dir = Path(output_dir if output_dir is not None else cfg.paths.output_dir).resolve()
     try:  # every user error surfaces here, before anything loads or is written
@@ -52,7 +55,7 @@ def run(cfg: DictConfig, output_dir: Optional[Union[str, Path]] = None,
         outputs = _execute(plan, job_dir, record)
     except BaseException as error:
         if not isinstance(error, UserError):
-            cache.clear()  # a model interrupted mid-change is not trusted: the next job reloads
+            ENGINE.reset()  # a model interrupted mid-change is not trusted: the next job reloads
         _record_outcome(job_dir, record, started, error)
         raise
     if writer is None:
@@ -134,7 +137,7 @@ def _new_record(cfg: DictConfig, job_dir: Path, plan: JobPlan, overrides: List[s
 
 def _execute(plan: JobPlan, job_dir: Path, record: Dict[str, Any]) -> Tuple[List[Any], Dict[str, Any]]:
     """Load, prepare and generate; returns the images and the conditioning images fed."""
-    from runner import generation, lora, models, schedulers  # torch: imported here, so that planning stays instant
+    from runner.engine import generation, lora, models, schedulers  # torch: imported here, so that planning stays instant
 
     timings = record["timings"]
     t = time.perf_counter()
@@ -182,7 +185,7 @@ def _save_images(job_dir: Path, images: List[Any], record: Dict[str, Any], seeds
     saved = []
     for index, (image, seed) in enumerate(zip(images, seeds)):
         entry = {"file": records.image_name(index, seed), "seed": seed, "index": index}
-        records.save_png(job_dir / entry["file"], image, metadata.png_info(record, entry))
+        records.save_png(job_dir / entry["file"], image, png_metadata.png_info(record, entry))
         if keep_thumbnails:
             thumbnails.keep(job_dir / entry["file"], image)
         saved.append(entry)

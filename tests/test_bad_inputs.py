@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from safetensors.numpy import save_file
 
-from conftest import lcm_run
+from tests.helpers import lcm_run
 
 
 @pytest.fixture(scope="module")

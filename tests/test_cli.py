@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from conftest import lcm_run
+from tests.helpers import lcm_run
 
 
 def run_jsons(folder):

@@ -5,9 +5,9 @@ import pytest
 from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 
-from conftest import CONF, make_config
+from tests.helpers import CONF, make_config
 from runner.errors import UserError
-from runner.plan import plan_job
+from runner.config.job_plan import plan_job
 
 GROUPS = ["model", "scheduler", "lora", "conditioning", "device", "paths", "zoo", "experiment"]
 

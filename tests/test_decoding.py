@@ -1,7 +1,7 @@
-"""runner.decoding: a VAE's decode changed for one pipeline call, then given back."""
+"""runner.engine.decoding: a VAE's decode changed for one pipeline call, then given back."""
 import torch
 
-from runner.decoding import decoded_in_parts
+from runner.engine.decoding import decoded_in_parts
 
 
 class RecordingVae:

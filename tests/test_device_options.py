@@ -7,10 +7,10 @@ import torch
 from diffusers import AutoencoderKL, AutoencoderTiny, DiffusionPipeline, LCMScheduler
 from PIL import Image
 
-from conftest import make_config
-from runner import cache
+from tests.helpers import make_config
 from runner.errors import UserError
 from runner.run import run
+from runner.engine.state import ENGINE
 
 SIZE = ("sampling.height=64", "sampling.width=64")
 
@@ -52,9 +52,9 @@ def dynamo():
 
     torch._dynamo.reset()
     counters.clear()
-    cache.clear()
+    ENGINE.reset()
     yield lambda: counters["stats"]["unique_graphs"]
-    cache.clear()
+    ENGINE.reset()
     torch._dynamo.reset()
 
 
@@ -81,7 +81,7 @@ def test_compiled_unet_draws_the_same_and_compiles_once_for_seeds_and_lora_weigh
         run(make_config(*compiled, "fuse_lora=false", f"lora.lcm.weight={weight}"), tmp_path / f"w{weight}")
         assert dynamo() == counts["live_weight"], f"live weight {weight} must not recompile"
 
-    cache.clear()
+    ENGINE.reset()
     for name, extra in {"first": [], **jobs}.items():
         plain = run(make_config(*SIZE, "zoo=tiny", "device=cpu", *extra), tmp_path / f"plain-{name}")
         done = first if name == "first" else records[name]
@@ -115,7 +115,7 @@ def held_channels_last(model):
 def test_channels_last_draws_as_the_cards_code_with_its_networks_held_channels_last(tiny_zoo, tmp_path, fresh_cache):
     cfg = make_config("zoo=tiny", "device=cpu", "device.channels_last=true", *SIZE)
     record = run(cfg, tmp_path / "held")
-    loaded = next(iter(cache.pipelines._entries.values()))
+    loaded = ENGINE.loaded_pipelines()[0]
     assert held_channels_last(loaded.pipe.unet) and held_channels_last(loaded.pipe.vae)
 
     def card(channels_last):
@@ -139,11 +139,11 @@ def test_channels_last_draws_as_the_cards_code_with_its_networks_held_channels_l
                                                    ("t2i_adapter_canny", "adapter")])
 def test_channels_last_holds_the_conditioning_network_so_and_keeps_the_cards_pixels(experiment, component,
                                                                                     tiny_zoo, tmp_path, fresh_cache):
-    from test_workflows import CARD, as_array, output_pixels
+    from tests.test_workflows import CARD, as_array, output_pixels
 
     cfg = make_config(f"experiment={experiment}", "zoo=tiny", "device=cpu", "device.channels_last=true")
     record = run(cfg, tmp_path / "held")
-    (model, _folder), = cache.components._entries.values()
+    (model, _folder), = ENGINE.components.entries()
     assert type(model).__name__ == {"controlnet": "ControlNetModel", "adapter": "T2IAdapter"}[component]
     assert held_channels_last(model)
     difference = np.abs(output_pixels(record, tmp_path / "held") - as_array(CARD[experiment](tiny_zoo, cfg)))
@@ -154,12 +154,12 @@ def test_device_cpu_fast_is_the_cpu_with_channels_last_and_a_batch_decoded_one_i
                                                                                                fresh_cache):
     batch = ("zoo=tiny", *SIZE, "sampling.num_images=2")
     fast = run(make_config(*batch, "device=cpu_fast"), tmp_path / "fast")
-    loaded = next(iter(cache.pipelines._entries.values()))
+    loaded = ENGINE.loaded_pipelines()[0]
     assert loaded.device == "cpu" and loaded.dtype == torch.float32
     assert held_channels_last(loaded.pipe.unet) and held_channels_last(loaded.pipe.vae) and loaded.pipe.vae.use_slicing
     assert fast["config"]["device"] == {**make_config("device=cpu").device, "channels_last": True, "vae_slicing": True}
     plain = run(make_config(*batch, "device=cpu"), tmp_path / "plain")
-    assert plain["cache"] == {"base": "miss"} and not next(iter(cache.pipelines._entries.values())).pipe.vae.use_slicing
+    assert plain["cache"] == {"base": "miss"} and not ENGINE.loaded_pipelines()[0].pipe.vae.use_slicing
     for index in (0, 1):
         fast_pixels = np.asarray(Image.open(tmp_path / "fast" / fast["images"][index]["file"]), dtype=np.int16)
         plain_pixels = np.asarray(Image.open(tmp_path / "plain" / plain["images"][index]["file"]), dtype=np.int16)

@@ -13,7 +13,7 @@ import torch
 from diffusers import AutoencoderKL, UNet2DConditionModel
 from PIL import Image
 
-from conftest import lcm_run, make_config
+from tests.helpers import lcm_run, make_config
 from runner.run import run
 
 SMALL = ("zoo=tiny", "sampling.height=64", "sampling.width=64")
@@ -39,7 +39,7 @@ def test_a_nan_decode_is_retried_in_float32_and_recorded(tiny_zoo, tmp_path, mon
 
 
 def test_non_finite_latents_fail_the_job_with_a_clear_error(tiny_zoo, tmp_path, monkeypatch):
-    from runner.guards import GenerationFailed
+    from runner.engine.decoding import GenerationFailed
 
     original = UNet2DConditionModel.forward
 
@@ -63,7 +63,7 @@ def test_a_stopped_sweep_stops_cleanly_and_a_rerun_completes_it(stop, tiny_zoo, 
     # (with batched seeds and 2 steps at most, the sweep could finish before the signal arrived)
     args = ["-m", *SMALL, "sampling.steps=1,20", "sampling.seed=0,1,2,3", "hydra.sweeper.batch_size=1",
             f"hydra.sweep.dir={sweep}"]
-    process = subprocess.Popen([sys.executable, "-c", "from runner.cli import entry; entry()", *args],
+    process = subprocess.Popen([sys.executable, "-c", "from runner.commands.lcm_run import entry; entry()", *args],
                                cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                env={**os.environ, "HF_HUB_OFFLINE": "1"})
     deadline = time.time() + 300
@@ -84,7 +84,7 @@ def test_a_stopped_sweep_stops_cleanly_and_a_rerun_completes_it(stop, tiny_zoo, 
 
 
 def test_a_signal_during_a_shared_config_change_is_raised_once_the_change_is_whole():
-    from runner import interrupts
+    from runner.sweep import interrupts
 
     saved = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
     interrupts.install()

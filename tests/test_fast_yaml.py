@@ -1,4 +1,4 @@
-"""runner.fast_yaml.to_yaml is OmegaConf.to_yaml, byte for byte, whichever emitter it picks."""
+"""runner.sweep.fast_yaml.to_yaml is OmegaConf.to_yaml, byte for byte, whichever emitter it picks."""
 import string
 
 from hypothesis import given, settings
@@ -6,7 +6,7 @@ from hypothesis import strategies as st
 from omegaconf import OmegaConf
 from omegaconf._utils import get_omega_conf_dumper
 
-from runner import fast_yaml
+from runner.sweep import fast_yaml
 
 # Printable ASCII takes libyaml's emitter; the rest (accents, control characters) OmegaConf's own.
 texts = st.one_of(st.text(alphabet=string.printable[:95], max_size=120), st.text(max_size=40),
@@ -70,7 +70,7 @@ def test_hydras_config_takes_the_fast_emitter_after_its_first_job(monkeypatch):
     """hydra.yaml holds Hydra's help texts (newlines): its first job is written both ways and
     compared, the next ones by libyaml alone."""
     import yaml
-    from conftest import CONF
+    from tests.helpers import CONF
     from hydra import compose, initialize_config_dir
 
     configs = []

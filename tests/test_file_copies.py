@@ -1,4 +1,4 @@
-"""runner.file_copies: a copy of a memory-mapped weight equals it and maps none of the file; a
+"""runner.engine.file_copies: a copy of a memory-mapped weight equals it and maps none of the file; a
 written, replaced or anonymous one is copied the usual way, and still equals it."""
 import os
 import sys
@@ -7,8 +7,8 @@ import pytest
 import torch
 from safetensors.torch import load, load_file, save_file
 
-from runner import file_copies
-from runner.file_copies import FileCopies
+from runner.engine import file_copies
+from runner.engine.file_copies import FileCopies
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads Linux's /proc/self/smaps")
 

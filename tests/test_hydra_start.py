@@ -1,4 +1,4 @@
-"""runner.hydra_start.composed_once against Hydra's own start: the configs Hydra's start hands on are
+"""runner.sweep.startup.composed_once against Hydra's own start: the configs Hydra's start hands on are
 the same, and a run or a multirun composes one config fewer."""
 import contextlib
 import shutil
@@ -11,7 +11,8 @@ from hydra._internal.hydra import Hydra
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
-from runner import cli, hydra_start
+from runner.config import config_dir as project_config_dir
+from runner.sweep import startup
 
 PLAIN_HYDRA = ["hydra/sweeper=basic", "~hydra.callbacks.lcm_runner"]
 STARTS = {  # command line -> compositions saved
@@ -35,7 +36,7 @@ FAILURES = {
 
 def start(arguments, tmp_path, monkeypatch, reuse, config_dir=None):
     with monkeypatch.context() as patches:
-        return _start(arguments, tmp_path, patches, reuse, config_dir or cli.config_dir())
+        return _start(arguments, tmp_path, patches, reuse, config_dir or project_config_dir())
 
 
 def _start(arguments, tmp_path, monkeypatch, reuse, config_dir):
@@ -57,12 +58,12 @@ def _start(arguments, tmp_path, monkeypatch, reuse, config_dir):
     monkeypatch.setattr(ConfigLoaderImpl, "_load_configuration_impl", counting)
     app = hydra.main(config_path=config_dir, config_name="config", version_base="1.3")(lambda cfg: None)
     shutil.rmtree(tmp_path / "out", ignore_errors=True)
-    plain = PLAIN_HYDRA if config_dir == cli.config_dir() else []  # another config has no callbacks of ours
+    plain = PLAIN_HYDRA if config_dir == project_config_dir() else []  # another config has no callbacks of ours
     monkeypatch.setattr(sys, "argv", ["app", *arguments, *plain, f"hydra.sweep.dir={tmp_path / 'out'}",
                                       f"hydra.run.dir={tmp_path / 'out'}"])
     GlobalHydra.instance().clear()
     try:
-        with hydra_start.composed_once() if reuse else contextlib.nullcontext():
+        with startup.composed_once() if reuse else contextlib.nullcontext():
             app()
     finally:
         GlobalHydra.instance().clear()
@@ -115,7 +116,7 @@ def test_a_run_missing_a_group_choice_fails_as_in_hydra(tmp_path, monkeypatch):
 def test_the_loader_is_put_back_even_when_the_app_fails():
     original = ConfigLoaderImpl.load_configuration
     with pytest.raises(RuntimeError):
-        with hydra_start.composed_once():
+        with startup.composed_once():
             assert ConfigLoaderImpl.load_configuration is not original
             raise RuntimeError("the app failed")
     assert ConfigLoaderImpl.load_configuration is original

@@ -1,4 +1,4 @@
-"""runner.launch.run_job against Hydra's own run_job, in one process, job by job: the same folder,
+"""runner.sweep.launch.run_job against Hydra's own run_job, in one process, job by job: the same folder,
 the same `.hydra/` bytes, the same task config, HydraConfig, working directory, log file,
 callbacks and JobReturn."""
 import os
@@ -12,8 +12,8 @@ from hydra.core.utils import JobStatus, run_job, setup_globals
 from hydra.types import HydraContext, RunMode
 from omegaconf import OmegaConf, open_dict
 
-from conftest import CONF
-from runner import launch, sweep_plan
+from tests.helpers import CONF
+from runner.sweep import launch, expansion
 
 SWEEPS = [
     ["zoo=tiny", "sampling.steps=1,2", "lora=lcm,none", "sampling.prompt=a fox,'ein Fuchs, müde'"],
@@ -58,8 +58,8 @@ def test_lean_run_job_equals_hydras(arguments, tmp_path, monkeypatch):
         setup_globals()
         master = loader.load_configuration("config", [*arguments, f"hydra.sweep.dir={tmp_path / 'sweep'}"],
                                            run_mode=RunMode.MULTIRUN)
-        jobs, _ = sweep_plan.expand(master)
-        composed = list(sweep_plan.compose_jobs(master, jobs))
+        jobs, _ = expansion.expand(master)
+        composed = list(expansion.compose_jobs(master, jobs))
         statuses = set()
         for number, (overrides, job) in enumerate(zip(jobs, composed)):
             hydras, ours = Recorder(), Recorder()

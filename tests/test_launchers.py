@@ -13,10 +13,10 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 from PIL import Image
 
-import runner.gpu_slots  # noqa: F401  (registers ${gpus:}, which conf/hydra/launcher/ uses)
-from conftest import CONF, lcm_run
-from runner import chunks, gpu_slots
-from runner.config import job_identity
+import runner.sweep.gpu_slots  # noqa: F401  (registers ${gpus:}, which conf/hydra/launcher/ uses)
+from tests.helpers import CONF, lcm_run
+from runner.sweep import chunks, gpu_slots
+from runner.config.schema import job_identity
 from runner.errors import UserError
 
 # The README's recipes run these, with the cluster parts (partition, GPU count) left out.
@@ -86,7 +86,7 @@ def test_joblib_workers_one_per_gpu_give_the_same_sweep_and_load_the_base_once_e
     assert "Joblib.Parallel(n_jobs=2,backend=loky" in done.stdout + done.stderr
     records = [record for _, record, _ in found.values()]
     loads = [record["cache"]["base"] for record in records]
-    # The cache lives in runner.cache, not beside the task function that joblib pickles: a worker's
+    # The cache lives in runner.engine.state, not beside the task function that joblib pickles: a worker's
     # later jobs find the base it loaded. One load per worker (two at most), never one per job.
     assert 1 <= loads.count("miss") <= 2 and loads.count("hit") == len(loads) - loads.count("miss")
     if all("process" in record for record in records):  # run.json names the process that ran the job
@@ -140,10 +140,10 @@ JOB = ["zoo=tiny", "sampling.height=64", "sampling.width=64", "sampling.steps=1"
 
 
 def test_a_chunk_runs_each_grid_point_as_the_job_it_would_be_alone(tiny_zoo, tmp_path):
-    from runner import cache
+    from runner.engine.state import ENGINE
     from runner.report import build_report
 
-    cache.clear()
+    ENGINE.reset()
     sweep = tmp_path / "sweep"
     first = run_chunk("sampling.seed=0,1", sweep / "3", *JOB, batch_size=8)
     assert [r["status"] for r in first] == ["ok", "ok"]
@@ -163,7 +163,7 @@ def test_a_chunk_runs_each_grid_point_as_the_job_it_would_be_alone(tiny_zoo, tmp
 
 def test_a_batch_on_the_cpu_decodes_each_jobs_images_as_the_job_alone_would(tiny_zoo, tmp_path, monkeypatch,
                                                                              fresh_cache):
-    """One UNet call for the group, then one VAE decode per job, of its own images (runner.generation)."""
+    """One UNet call for the group, then one VAE decode per job, of its own images (runner.engine.generation)."""
     from diffusers import AutoencoderKL
 
     decoded = []
@@ -218,7 +218,7 @@ def test_a_bad_chunk_is_one_clear_error(job, expected):
 # -- one GPU per process -------------------------------------------------------------------------------
 CLAIMER = """
 import sys
-from runner import gpu_slots
+from runner.sweep import gpu_slots
 count = int(sys.argv[1])
 print(gpu_slots.claim(count), flush=True)
 sys.stdin.readline()  # hold the slot until told to go on
@@ -260,7 +260,7 @@ def slot_folder(tmp_path, monkeypatch):
 
 
 def test_device_auto_with_several_gpus_is_one_gpu_for_the_process_lifetime(slot_folder):
-    from runner.models import resolve_device
+    from runner.engine.models import resolve_device
 
     blocker = subprocess.Popen([sys.executable, "-c", CLAIMER, "3"], env=dict(os.environ), text=True,
                                stdin=subprocess.PIPE, stdout=subprocess.PIPE)

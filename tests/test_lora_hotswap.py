@@ -7,10 +7,10 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
-from conftest import make_config
-from runner import cache
+from tests.helpers import make_config
 from runner.errors import UserError
 from runner.run import run
+from runner.engine.state import ENGINE
 
 SIZE = ("sampling.height=64", "sampling.width=64")
 LIVE = ("zoo=tiny", "device=cpu", "lora=lcm_papercut", "fuse_lora=false", *SIZE)
@@ -37,7 +37,7 @@ def another_style(zoo_dir, folder, alpha_factor, rank=4):
 
 
 def cold(overrides, job_dir):
-    cache.clear()
+    ENGINE.reset()
     return run(make_config(*overrides), job_dir)
 
 
@@ -78,7 +78,7 @@ def test_a_compiled_unet_keeps_its_graphs_across_a_swap(tiny_zoo, tmp_path):
 
     torch._dynamo.reset()
     counters.clear()
-    cache.clear()
+    ENGINE.reset()
     try:
         compiled = (*LIVE, "device.compile=regional", "device.compile_backend=eager")
         style = another_style(tiny_zoo, tmp_path / "style", 2.0)
@@ -91,7 +91,7 @@ def test_a_compiled_unet_keeps_its_graphs_across_a_swap(tiny_zoo, tmp_path):
         fresh = cold((*LIVE, *style, "lora.papercut.weight=0.6"), tmp_path / "fresh")
         assert np.array_equal(pixels(swapped, tmp_path / "swapped"), pixels(fresh, tmp_path / "fresh"))
     finally:
-        cache.clear()
+        ENGINE.reset()
         torch._dynamo.reset()
 
 
@@ -133,7 +133,7 @@ def test_a_lora_with_text_encoder_layers_is_never_swapped(tiny_zoo, tmp_path, fr
 def test_a_fused_stack_with_text_encoder_layers_changes_like_fresh_processes(tiny_zoo, tmp_path, fresh_cache,
                                                                             monkeypatch):
     """The weights a fused stack changed in a text encoder come back from the model's files too."""
-    from runner import lora, models
+    from runner.engine import lora, models
 
     reads = []
     monkeypatch.setattr(lora, "as_loaded", lambda loaded, component: reads.append(component) or
@@ -196,7 +196,7 @@ def test_padded_loras_swap_a_higher_rank_without_a_retrace(tiny_zoo, tmp_path):
         """New graphs traced by the swap to the rank-8 file, after a first job and a weight change."""
         torch._dynamo.reset()
         counters.clear()
-        cache.clear()
+        ENGINE.reset()
         run(make_config(*LIVE, *options), tmp_path / f"{name}-first")
         run(make_config(*plain, *options), tmp_path / f"{name}-weight")  # weights become inputs
         graphs = counters["stats"]["unique_graphs"]
@@ -214,7 +214,7 @@ def test_padded_loras_swap_a_higher_rank_without_a_retrace(tiny_zoo, tmp_path):
         assert np.abs(pixels(padded_weight, tmp_path / "padded-again")
                       - pixels(unpadded, tmp_path / "unpadded")).max() <= 1, "papercut swapped back, padded"
     finally:
-        cache.clear()
+        ENGINE.reset()
         torch._dynamo.reset()
 
 

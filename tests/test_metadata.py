@@ -12,10 +12,10 @@ import pytest
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
-from conftest import make_config
-from runner import cache
-from runner.reproduce import read_png_metadata
+from tests.helpers import make_config
+from runner.outputs.png_metadata import read_png_metadata
 from runner.run import run
+from runner.engine.state import ENGINE
 
 # AUTOMATIC1111's own pattern for the `Key: value, ...` line, copied verbatim from the webui.
 A1111_RE_PARAM = re.compile(r'\s*(\w[\w \-/]+):\s*("(?:\\.|[^\\"])+"|[^,]*)(?:,|$)')
@@ -30,9 +30,9 @@ JOB = ("experiment=lora_papercut", "zoo=tiny", "sampling.height=64", "sampling.w
 def job(tiny_zoo, tmp_path_factory):
     """One tiny two-image job (LCM + papercut as live adapters), made in-process with run()."""
     folder = tmp_path_factory.mktemp("original") / "job"
-    cache.clear()
+    ENGINE.reset()
     record = run(make_config(*JOB), folder)
-    cache.clear()  # later tests count cache misses from a clean cache
+    ENGINE.reset()  # later tests count cache misses from a clean cache
     assert record["status"] == "ok"
     return folder, record
 
@@ -245,13 +245,13 @@ def test_an_image_of_a_batched_sweep_is_remade_in_the_call_that_made_it(tiny_zoo
     """A sweep's seeds share one call; alone, the same job adds in another order and its pixels can
     move by a level (they do for this job at 256²). The PNG names the call's jobs, and lcm-reproduce
     makes the same call again, in its order."""
-    from runner import cli
-    from runner.bench import run_hydra
-    from runner.reproduce import reproduce
+    from runner.commands import lcm_run
+    from benchmarks.bench import run_hydra
+    from runner.commands.lcm_reproduce import reproduce
 
     sweep = tmp_path / "sweep"
-    cache.clear()
-    run_hydra(cli.run_app, ["experiment=sweep_steps_guidance", "zoo=tiny", "sampling.steps=2",
+    ENGINE.reset()
+    run_hydra(lcm_run.run_app, ["experiment=sweep_steps_guidance", "zoo=tiny", "sampling.steps=2",
                             "sampling.guidance_scale=0", f"hydra.sweep.dir={sweep}"])
     original = json.loads((sweep / "1" / "run.json").read_text())
     prompt = original["config"]["sampling"]["prompt"]

@@ -19,8 +19,8 @@ def test_the_wheel_carries_configs_and_runs_an_experiment(tiny_zoo, tmp_path):
     assert (target / "runner/conf/config.yaml").is_file()
     assert (target / "runner/conf/experiment/t2i_adapter_canny.yaml").is_file()
     env = dict(os.environ, PYTHONPATH=str(target), HF_HUB_OFFLINE="1")
-    done = subprocess.run([sys.executable, "-c", "import sys, runner.cli; sys.argv[0] = 'lcm-run'; "
-                           "print(runner.cli.config_dir(), file=sys.stderr); runner.cli.entry()",
+    done = subprocess.run([sys.executable, "-c", "import sys, runner.commands.lcm_run; sys.argv[0] = 'lcm-run'; "
+                           "print(runner.config.config_dir(), file=sys.stderr); runner.commands.lcm_run.entry()",
                            "experiment=t2i_adapter_canny", "zoo=tiny", "sampling.height=64", "sampling.width=64",
                            f"hydra.run.dir={tmp_path / 'job'}"],
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)

@@ -6,10 +6,10 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from hydra.errors import HydraException
 
-from conftest import make_config
-from runner.cli import check_group_choices
+from tests.helpers import make_config
+from runner.commands.lcm_run import check_group_choices
 from runner.errors import UserError
-from runner.plan import plan_job
+from runner.config.job_plan import plan_job
 
 KEYS = ["sampling.steps", "sampling.guidance_scale", "sampling.height", "sampling.width", "sampling.num_images",
         "sampling.seed", "sampling.prompt", "sampling.negative_prompt", "lora.lcm.weight", "lora_scale",

@@ -17,9 +17,10 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from runner import grid
+from runner.commands import lcm_grid
+from runner.report import contact_sheets
 from runner.report import build_report
-from runner.summary import load_sweep, ordered_values
+from runner.report.sweep_folder import load_sweep, ordered_values
 
 CHROMIUM = Path("/usr/bin/chromium")
 HOSTILE = "<script>alert(1)</script>"
@@ -116,8 +117,8 @@ def labels(sweep_dir):
 
 def cell_pixel(sheet, column, row, cell=(256, 192)):
     """A pixel near the top left corner of a cell (away from a placeholder's centred text)."""
-    left = grid.LEFT_W + grid.GAP + column * (cell[0] + grid.GAP)
-    top = grid.TITLE_H + grid.TOP_H + row * (cell[1] + grid.GAP)
+    left = contact_sheets.LEFT_W + contact_sheets.GAP + column * (cell[0] + contact_sheets.GAP)
+    top = contact_sheets.TITLE_H + contact_sheets.TOP_H + row * (cell[1] + contact_sheets.GAP)
     return sheet.getpixel((left + 3, top + 3))
 
 
@@ -215,8 +216,8 @@ def test_a_3x2_sweep_makes_one_sheet_of_downscaled_thumbnails(tmp_path):
     assert sheets == [tmp_path / "contact_sheet.png"]
     sheet = Image.open(sheets[0]).convert("RGB")
     cell = (256, 192)  # 400x300 fitted into 256 px
-    assert sheet.size == (grid.LEFT_W + 3 * (cell[0] + grid.GAP) + grid.GAP,
-                          grid.TITLE_H + grid.TOP_H + 2 * (cell[1] + grid.GAP) + grid.GAP)
+    assert sheet.size == (contact_sheets.LEFT_W + 3 * (cell[0] + contact_sheets.GAP) + contact_sheets.GAP,
+                          contact_sheets.TITLE_H + contact_sheets.TOP_H + 2 * (cell[1] + contact_sheets.GAP) + contact_sheets.GAP)
     # numeric order along both axes: steps 2, 4, 8 across; guidance 0.0, 1.5 down
     job = {(steps, guidance): n for n, (steps, guidance) in enumerate(itertools.product([8, 2, 4], [1.5, 0.0]))}
     for column, steps in enumerate([2, 4, 8]):
@@ -241,17 +242,17 @@ def test_failed_rejected_and_killed_jobs_leave_grey_cells(tmp_path):
     (tmp_path / "6").mkdir()  # a folder with nothing to say where it belongs: left off the sheet
     build_report(tmp_path)
     sheet = Image.open(tmp_path / "contact_sheet.png").convert("RGB")
-    assert sheet.width == grid.LEFT_W + 3 * (256 + grid.GAP) + grid.GAP
+    assert sheet.width == contact_sheets.LEFT_W + 3 * (256 + contact_sheets.GAP) + contact_sheets.GAP
     # x: steps 0, 1, 2 (jobs 4|5, 0|1, 2|3); y: seed 0, 1
     assert [cell_pixel(sheet, c, r) for r in (0, 1) for c in (0, 1, 2)] == [
-        grid.PLACEHOLDER, colour(0), colour(2),
-        grid.PLACEHOLDER, grid.PLACEHOLDER, colour(3)]
+        contact_sheets.PLACEHOLDER, colour(0), colour(2),
+        contact_sheets.PLACEHOLDER, contact_sheets.PLACEHOLDER, colour(3)]
 
 
 def test_no_swept_parameter_makes_a_single_cell(tmp_path):
     fake_sweep(tmp_path, {"sampling.steps": [4]})
     sheet = Image.open(build_report(tmp_path)["contact_sheets"][0])
-    assert sheet.size == (grid.LEFT_W + 256 + 2 * grid.GAP, grid.TITLE_H + grid.TOP_H + 192 + 2 * grid.GAP)
+    assert sheet.size == (contact_sheets.LEFT_W + 256 + 2 * contact_sheets.GAP, contact_sheets.TITLE_H + contact_sheets.TOP_H + 192 + 2 * contact_sheets.GAP)
 
 
 def test_lcm_grid_swaps_the_axes(tmp_path):
@@ -259,8 +260,8 @@ def test_lcm_grid_swaps_the_axes(tmp_path):
     result = run_lcm_grid(tmp_path, "--x", "sampling.seed", "--y", "sampling.steps")
     assert result.returncode == 0, result.stderr
     sheet = Image.open(tmp_path / "contact_sheet.png").convert("RGB")
-    assert sheet.size == (grid.LEFT_W + 2 * (256 + grid.GAP) + grid.GAP,
-                          grid.TITLE_H + grid.TOP_H + 3 * (192 + grid.GAP) + grid.GAP)
+    assert sheet.size == (contact_sheets.LEFT_W + 2 * (256 + contact_sheets.GAP) + contact_sheets.GAP,
+                          contact_sheets.TITLE_H + contact_sheets.TOP_H + 3 * (192 + contact_sheets.GAP) + contact_sheets.GAP)
     for row in range(3):  # job = 2 * steps index + seed index
         for column in range(2):
             assert cell_pixel(sheet, column, row) == colour(2 * row + column)
@@ -269,11 +270,11 @@ def test_lcm_grid_swaps_the_axes(tmp_path):
 
 def test_lcm_grid_names_the_valid_keys_and_refuses_a_folder_that_is_no_sweep(tmp_path, capsys):
     fake_sweep(tmp_path / "sweep", {"sampling.steps": [2, 4], "sampling.seed": [0, 1]})
-    assert grid.main([str(tmp_path / "sweep"), "--x", "steps"]) == 2
+    assert lcm_grid.main([str(tmp_path / "sweep"), "--x", "steps"]) == 2
     assert capsys.readouterr().err == (
         "lcm-grid: error: 'steps' is not a swept parameter of " + str(tmp_path / "sweep")
         + "; the swept parameters are: sampling.steps, seed (sampling.seed)\n")
-    assert grid.main([str(tmp_path)]) == 2
+    assert lcm_grid.main([str(tmp_path)]) == 2
     assert "is not a sweep folder" in capsys.readouterr().err
     assert not (tmp_path / "sweep" / "contact_sheet.png").exists()
 
@@ -309,5 +310,5 @@ def test_gallery_opens_in_headless_chromium_and_shows_every_image(tmp_path):
 
 
 def test_reports_never_import_torch():
-    code = "import sys, runner.report, runner.grid; assert not {'torch', 'diffusers'} & set(sys.modules)"
+    code = "import sys, runner.report, runner.report.contact_sheets; assert not {'torch', 'diffusers'} & set(sys.modules)"
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)

@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import lcm_run, make_config
-from runner import cache
+from tests.helpers import lcm_run, make_config
 from runner.errors import UserError
 from runner.run import run
+from runner.engine.state import ENGINE
 
 SMALL = ("zoo=tiny", "sampling.height=64", "sampling.width=64")
 
@@ -27,17 +27,17 @@ def test_a_finished_job_is_skipped_without_loading_anything(tiny_zoo, tmp_path):
     job = tmp_path / "job"
     first = run(make_config(*SMALL), job)
     image = (job / first["images"][0]["file"]).read_bytes()
-    cache.clear()
+    ENGINE.reset()
     again = run(make_config(*SMALL), job)
     assert again["status"] == "skipped" and again["id"] == first["id"]
-    assert not cache.pipelines._entries, "a skipped job must load nothing"
+    assert not ENGINE.pipelines._entries, "a skipped job must load nothing"
     assert json.loads((job / "run.json").read_text())["status"] == "skipped"
     assert (job / first["images"][0]["file"]).read_bytes() == image
     assert run(make_config(*SMALL), job)["status"] == "skipped"  # and stays so
 
 
 def test_identity_ignores_where_outputs_go_but_not_what_is_drawn():
-    from runner.config import job_identity
+    from runner.config.schema import job_identity
 
     base = job_identity(make_config(*SMALL))
     assert job_identity(make_config(*SMALL, "paths.root=elsewhere")) == base
@@ -100,7 +100,7 @@ def test_a_killed_sweep_completes_on_rerun_with_the_pixels_of_an_uninterrupted_o
     reference, resumed = tmp_path / "reference", tmp_path / "resumed"
     assert lcm_run(*sweep_args(reference), cwd=tmp_path).returncode == 0
 
-    command = [sys.executable, "-c", "from runner.cli import entry; entry()", *sweep_args(resumed)]
+    command = [sys.executable, "-c", "from runner.commands.lcm_run import entry; entry()", *sweep_args(resumed)]
     process = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                env={**os.environ, "HF_HUB_OFFLINE": "1"})
     deadline = time.time() + 300

@@ -12,9 +12,10 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import make_config
-from runner import cache, models
+from tests.helpers import make_config
+from runner.engine import models
 from runner.run import run
+from runner.engine.state import ENGINE
 
 
 def pixels(path):
@@ -84,7 +85,7 @@ def test_a_prompt_is_encoded_once_and_its_embeddings_give_the_same_pixels(tiny_z
     second = run(make_config("zoo=tiny", "sampling.steps=2", "sampling.seed=1"), tmp_path / "b")
     other = run(make_config("zoo=tiny", "sampling.steps=2", "sampling.prompt=a red car"), tmp_path / "c")
     assert [r["prompt_embeddings"] for r in (first, second, other)] == ["encoded", "cached", "encoded"]
-    cache.clear()
+    ENGINE.reset()
     cold = run(make_config("zoo=tiny", "sampling.steps=2", "sampling.seed=1"), tmp_path / "d")
     assert cold["prompt_embeddings"] == "encoded"
     assert np.array_equal(job_pixels(second, tmp_path / "b"), job_pixels(cold, tmp_path / "d"))
@@ -122,7 +123,7 @@ def test_a_fused_stack_keeps_no_weight_copy_until_it_changes(dtype, channels_las
                                                              monkeypatch):
     """The weights a fused LoRA changed come back from the model's files, read once, at the first
     change of the fused stack: before it, the process holds no second copy of them."""
-    from runner import lora
+    from runner.engine import lora
 
     reads = []
     monkeypatch.setattr(lora, "as_loaded", lambda loaded, component: reads.append(component) or
@@ -135,12 +136,12 @@ def test_a_fused_stack_keeps_no_weight_copy_until_it_changes(dtype, channels_las
     for name, overrides in jobs.items():
         record = run(make_config(*common, *overrides), tmp_path / name)
         warm[name] = job_pixels(record, tmp_path / name)
-        loaded = next(iter(cache.pipelines._entries.values()))
+        loaded = ENGINE.loaded_pipelines()[0]
         if name == "a2":
             assert loaded.pristine == {} and reads == [], "one fused stack: nothing read, nothing copied"
     assert reads == ["unet"], "read once, at the first change, and kept"
     for name in ("b", "c", "d"):
-        cache.clear()
+        ENGINE.reset()
         cold = run(make_config(*common, *jobs[name]), tmp_path / f"cold-{name}")
         assert np.array_equal(job_pixels(cold, tmp_path / f"cold-{name}"), warm[name]), name
     assert np.array_equal(warm["a"], warm["d"])
@@ -159,7 +160,7 @@ def _mapped_from(path):
 
 @pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="reads Linux's /proc/self/maps")
 def test_a_fused_model_is_copied_out_of_its_file_first(tiny_zoo, tmp_path, fresh_cache):
-    """runner.lora._own_weights: the UNet a LoRA is fused into no longer maps its safetensors file
+    """runner.engine.lora._own_weights: the UNet a LoRA is fused into no longer maps its safetensors file
     (fusing into the mapping copies it page by page); with live adapters it still does."""
     file = (tiny_zoo / "sdxl-base" / "unet" / "diffusion_pytorch_model.safetensors").resolve()
 
@@ -170,27 +171,27 @@ def test_a_fused_model_is_copied_out_of_its_file_first(tiny_zoo, tmp_path, fresh
         return _mapped_from(file)
 
     assert mapped(fused=False), "loaded memory-mapped: the check can see it"
-    cache.clear()
+    ENGINE.reset()
     assert mapped(fused=True) == []
 
 
 def test_a_model_read_from_its_files_fuses_as_one_copied_through_the_mapping(tiny_zoo, tmp_path, fresh_cache,
                                                                            monkeypatch):
-    """runner.file_copies reads every weight of the tiny zoo's UNet from its file (they are all below
+    """runner.engine.file_copies reads every weight of the tiny zoo's UNet from its file (they are all below
     its size threshold otherwise): the fused pixels equal those of a copy made with clone()."""
-    from runner import file_copies
+    from runner.engine import file_copies
 
     overrides = ("zoo=tiny", "sampling.steps=2", "sampling.height=64", "sampling.width=64")
     drawn = {}
     for name, threshold in (("read", 1), ("cloned", 1 << 62)):
         monkeypatch.setattr(file_copies, "READ_FROM_FILE_FROM", threshold)
-        cache.clear()
+        ENGINE.reset()
         drawn[name] = job_pixels(run(make_config(*overrides), tmp_path / name), tmp_path / name)
     assert np.array_equal(drawn["read"], drawn["cloned"])
 
 
 def test_a_fused_stack_runs_without_peft_layers_and_changes_like_fresh_processes(tiny_zoo, tmp_path, fresh_cache):
-    """Once fused, peft's layers are out of the model (runner.lora._bypass_merged); they come back,
+    """Once fused, peft's layers are out of the model (runner.engine.lora._bypass_merged); they come back,
     unreloaded, for the next stack: a fused weight, live adapters, another stack."""
     from peft.tuners.tuners_utils import BaseTunerLayer
 
@@ -200,12 +201,12 @@ def test_a_fused_stack_runs_without_peft_layers_and_changes_like_fresh_processes
     for name, overrides in jobs.items():
         records[name] = run(make_config("zoo=tiny", "sampling.steps=2", *overrides), tmp_path / name)
         warm[name] = job_pixels(records[name], tmp_path / name)
-        unet = next(iter(cache.pipelines._entries.values())).pipe.unet
+        unet = ENGINE.loaded_pipelines()[0].pipe.unet
         peft_layers = sum(isinstance(module, BaseTunerLayer) for module in unet.modules())
         assert (peft_layers == 0) == records[name]["fused"], name
     assert [a["cache"] for name in "bce" for a in records[name]["adapters"]] == ["hit"] * 3, "nothing reloaded"
     for name, overrides in jobs.items():
-        cache.clear()
+        ENGINE.reset()
         cold = run(make_config("zoo=tiny", "sampling.steps=2", *overrides), tmp_path / f"cold-{name}")
         assert np.array_equal(job_pixels(cold, tmp_path / f"cold-{name}"), warm[name]), name
     assert mean_change(warm["b"], warm["e"]) >= 5 and mean_change(warm["c"], warm["e"]) >= 5
@@ -216,7 +217,7 @@ def test_a_fused_stack_runs_without_peft_layers_and_changes_like_fresh_processes
 def test_a_fused_stack_changes_like_fresh_processes_on_kernels_that_round_by_alignment():
     """MKL's kernels on AMD processors (and its SSE4.2 path on any x86 CPU) round differently by
     operand alignment; there, a live stack after fused ones drew other pixels than in a fresh
-    process until copied weights kept their file's alignment (runner.file_copies)."""
+    process until copied weights kept their file's alignment (runner.engine.file_copies)."""
     test = f"{__file__}::test_a_fused_stack_runs_without_peft_layers_and_changes_like_fresh_processes"
     result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-n", "0", "-p", "no:cacheprovider", test],
                             env={**os.environ, "MKL_ENABLE_INSTRUCTIONS": "SSE4_2"}, capture_output=True, text=True)
@@ -232,7 +233,7 @@ def test_stacks_switch_in_one_process_like_fresh_processes(tiny_zoo, tmp_path, f
     assert none["adapters"] == [] and none["fused"] is False
     for name, overrides in (("s", ("lora=lcm_papercut", "fuse_lora=false")), ("n", ("lora=none",)),
                             ("l", ("fuse_lora=false",))):
-        cache.clear()
+        ENGINE.reset()
         cold = run(make_config("zoo=tiny", *overrides), tmp_path / f"cold-{name}")
         assert np.array_equal(job_pixels(cold, tmp_path / f"cold-{name}"), warm[name]), name
     assert mean_change(warm["s"], warm["l"]) >= 5, "papercut should change the image"
@@ -268,8 +269,8 @@ def test_existing_results_are_never_overwritten(tiny_zoo, tmp_path):
 
 
 def test_background_writes_give_the_same_files_and_record_failures(tiny_zoo, tmp_path, monkeypatch):
-    from runner import records
-    from runner.writes import BackgroundWriter
+    from runner.outputs import records
+    from runner.outputs.writers import BackgroundWriter
 
     small = ("zoo=tiny", "sampling.height=64", "sampling.width=64")
     direct = run(make_config(*small), tmp_path / "direct")
@@ -312,12 +313,12 @@ def test_a_scheduler_kept_from_the_last_job_draws_as_a_fresh_one(scheduler, tiny
     """Jobs with the same scheduler settings share one scheduler object (as a hand loop does): the
     stateful multistep and ancestral ones must still draw each job as if built for it alone."""
     small = ("zoo=tiny", "sampling.height=64", "sampling.width=64", f"scheduler={scheduler}", "sampling.steps=3")
-    cache.clear()
+    ENGINE.reset()
     run(make_config(*small, "sampling.seed=1"), tmp_path / "first")
     kept = run(make_config(*small, "sampling.seed=2"), tmp_path / "kept")
-    loaded = next(iter(cache.pipelines._entries.values()))
+    loaded = ENGINE.loaded_pipelines()[0]
     assert loaded.scheduler is not None and loaded.pipe.scheduler is loaded.scheduler[1]
-    cache.clear()
+    ENGINE.reset()
     fresh = run(make_config(*small, "sampling.seed=2"), tmp_path / "fresh")
     assert np.array_equal(pixels(tmp_path / "kept" / kept["images"][0]["file"]),
                           pixels(tmp_path / "fresh" / fresh["images"][0]["file"]))

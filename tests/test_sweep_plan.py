@@ -8,8 +8,8 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.types import RunMode
 from omegaconf import OmegaConf, open_dict, read_write
 
-from conftest import CONF
-from runner import sweep_plan
+from tests.helpers import CONF
+from runner.sweep import expansion
 
 SWEEPS = [
     ["zoo=tiny", "sampling.steps=1,2,4", "sampling.guidance_scale=0,1.5", "sampling.seed=range(0,3)"],
@@ -35,9 +35,9 @@ def loader():
 @pytest.mark.parametrize("arguments", SWEEPS, ids=[" ".join(s)[:60] for s in SWEEPS])
 def test_each_job_config_equals_hydras_own_compose(arguments, loader):
     master = loader.load_configuration("config", arguments, run_mode=RunMode.MULTIRUN)
-    jobs, swept = sweep_plan.expand(master)
+    jobs, swept = expansion.expand(master)
     assert jobs and all(isinstance(job, list) for job in jobs)
-    for number, (job, fast) in enumerate(zip(jobs, sweep_plan.compose_jobs(master, jobs))):
+    for number, (job, fast) in enumerate(zip(jobs, expansion.compose_jobs(master, jobs))):
         slow = loader.load_sweep_config(master, job)
         assert not isinstance(fast, Exception), fast
         task = copy.deepcopy(slow)  # what Hydra's run_job gives the task function
@@ -56,19 +56,19 @@ def test_each_job_config_equals_hydras_own_compose(arguments, loader):
 @pytest.mark.parametrize("number", COMPOSITIONS)
 def test_jobs_making_the_command_lines_group_choices_reuse_the_master(number, loader, monkeypatch):
     master = loader.load_configuration("config", SWEEPS[number], run_mode=RunMode.MULTIRUN)
-    jobs, _ = sweep_plan.expand(master)
+    jobs, _ = expansion.expand(master)
     composed = []
     compose = loader.load_sweep_config
     monkeypatch.setattr(loader, "load_sweep_config", lambda *args: composed.append(1) or compose(*args))
-    groups = {id(job.group) for job in sweep_plan.compose_jobs(master, jobs)}
+    groups = {id(job.group) for job in expansion.compose_jobs(master, jobs)}
     assert len(composed) == COMPOSITIONS[number] and len(groups) == max(1, COMPOSITIONS[number])
 
 
 def test_a_group_config_is_put_back_after_each_job(loader):
     master = loader.load_configuration("config", ["zoo=tiny", "+sampling.extra=1,2", "~lora.lcm", "sampling.steps=3"],
                                        run_mode=RunMode.MULTIRUN)
-    jobs, _ = sweep_plan.expand(master)
-    composed = list(sweep_plan.compose_jobs(master, jobs))
+    jobs, _ = expansion.expand(master)
+    composed = list(expansion.compose_jobs(master, jobs))
     group = composed[0].group
     assert all(job.group is group for job in composed)
     def outside_hydra():
@@ -84,20 +84,20 @@ def test_a_group_config_is_put_back_after_each_job(loader):
 def test_sweeper_params_from_an_experiment_are_expanded(loader):
     master = loader.load_configuration("config", ["experiment=sweep_steps_guidance", "zoo=tiny"],
                                        run_mode=RunMode.MULTIRUN)
-    jobs, swept = sweep_plan.expand(master)
+    jobs, swept = expansion.expand(master)
     assert len(jobs) == 32 and swept == ["sampling.steps", "sampling.guidance_scale", "sampling.seed"]
 
 
 def test_bad_jobs_carry_their_reason_and_good_ones_their_plan(loader):
     master = loader.load_configuration("config", ["zoo=tiny", "sampling.steps=0,4", "sampling.stepz=1,2"],
                                        run_mode=RunMode.MULTIRUN)
-    jobs, _ = sweep_plan.expand(master)
-    planned = sweep_plan.plan_jobs(master, jobs)
+    jobs, _ = expansion.expand(master)
+    planned = expansion.plan_jobs(master, jobs)
     assert all(job.error and "stepz" in job.error for job in planned)
     master = loader.load_configuration("config", ["zoo=tiny", "sampling.steps=0,4", "lora=none,nope"],
                                        run_mode=RunMode.MULTIRUN)
-    jobs, _ = sweep_plan.expand(master)
-    planned = sweep_plan.plan_jobs(master, jobs)
+    jobs, _ = expansion.expand(master)
+    planned = expansion.plan_jobs(master, jobs)
     reasons = {" ".join(job.overrides): job.error for job in planned}
     assert reasons["zoo=tiny sampling.steps=4 lora=none"] is None
     assert "sampling.steps=0" in reasons["zoo=tiny sampling.steps=0 lora=none"]
@@ -114,7 +114,7 @@ def test_a_group_left_missing_fails_each_job_as_in_hydra(tmp_path):
         for arguments, fails in ((["x=2,3"], True), (["db=mysql", "x=2,3"], False)):
             master = loader.load_configuration("config", arguments, run_mode=RunMode.MULTIRUN)
             jobs = [["x=2"], ["x=3"]] if fails else [["db=mysql", "x=2"], ["db=mysql", "x=3"]]
-            for job, fast in zip(jobs, sweep_plan.compose_jobs(master, jobs)):
+            for job, fast in zip(jobs, expansion.compose_jobs(master, jobs)):
                 if fails:
                     with pytest.raises(Exception, match="You must specify 'db'"):
                         loader.load_sweep_config(master, job)

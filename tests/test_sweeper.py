@@ -7,7 +7,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from conftest import lcm_run
+from tests.helpers import lcm_run
 
 GRID = ["-m", "zoo=tiny", "sampling.height=64", "sampling.width=64", "lora=lcm,none,lcm_papercut",
         "sampling.steps=1,2", "fuse_lora=false"]
@@ -55,7 +55,7 @@ def test_same_jobs_files_and_pixels_as_hydras_basic_sweeper(tiny_zoo, tmp_path):
 
 @pytest.mark.slow
 def test_a_sweep_over_values_alone_gives_the_same_as_hydras_basic_sweeper(tiny_zoo, tmp_path):
-    """Its jobs start from the master config instead of a composition (runner.sweep_plan)."""
+    """Its jobs start from the master config instead of a composition (runner.sweep.expansion)."""
     same_sweep_three_ways(["-m", "zoo=tiny", "sampling.height=64", "sampling.width=64", "sampling.steps=1,2",
                            "sampling.guidance_scale=0,1.5", "sampling={seed: 3}"], tmp_path, jobs=4)
 

@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from runner import bench, cli, records, thumbnails
+from benchmarks import bench
+from runner.commands import lcm_run
+from runner.outputs import records, thumbnails
 from runner.report import build_report
 
 
@@ -63,7 +65,7 @@ def test_the_sweeps_contact_sheet_comes_from_kept_thumbnails_and_equals_the_one_
 
     monkeypatch.setattr(thumbnails.Image, "open", counting_open)
     sweep_dir = tmp_path / "sweep"
-    bench.run_hydra(cli.run_app, ["zoo=tiny", "device=cpu", "sampling.height=320", "sampling.width=320",
+    bench.run_hydra(lcm_run.run_app, ["zoo=tiny", "device=cpu", "sampling.height=320", "sampling.width=320",
                                   "sampling.steps=1", "sampling.seed=0,1", f"hydra.sweep.dir={sweep_dir}"])
     at_the_end = (sweep_dir / "contact_sheet.png").read_bytes()
     assert opened == [], "the end-of-sweep sheet read no image back"

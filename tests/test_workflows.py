@@ -18,10 +18,10 @@ from diffusers import (
 from diffusers.utils import load_image
 from PIL import Image
 
-from conftest import make_config
-from runner import cache
+from tests.helpers import make_config
 from runner.errors import UserError
 from runner.run import run
+from runner.engine.state import ENGINE
 
 F32 = torch.float32
 
@@ -153,7 +153,7 @@ def test_job_folder_keeps_what_was_fed_to_the_pipeline(experiment, tiny_zoo, tmp
 
 
 def test_conditioning_scale_sweep_loads_each_model_once(tiny_zoo, tmp_path):
-    cache.clear()
+    ENGINE.reset()
     records = [run(make_config("experiment=controlnet_canny", "zoo=tiny", f"conditioning.conditioning_scale={s}"),
                    tmp_path / str(s)) for s in (0.0, 1.0)]
     assert [r["cache"] for r in records] == [{"base": "miss", "controlnet": "miss"},
@@ -165,7 +165,7 @@ def test_conditioning_scale_sweep_loads_each_model_once(tiny_zoo, tmp_path):
 def test_conditioning_images_are_made_once_and_follow_their_file(tiny_zoo, tmp_path, monkeypatch):
     """A scale sweep feeds the same canny map every job: it is made and encoded once, and each job
     folder still gets the files `image.save` writes; a source image changed on disk is read again."""
-    from runner import conditioning
+    from runner.engine import conditioning
 
     source = tmp_path / "source.png"
     Image.open(tiny_zoo / "images" / "canny_source.png").save(source)
@@ -193,7 +193,7 @@ def test_conditioning_images_are_made_once_and_follow_their_file(tiny_zoo, tmp_p
 
 
 def test_switching_conditioning_kinds_shares_the_loaded_base(tiny_zoo, tmp_path):
-    cache.clear()
+    ENGINE.reset()
     small = ("zoo=tiny", "sampling.height=64", "sampling.width=64", "fuse_lora=false")
     kinds = ["t2i", "controlnet_canny", "t2i_adapter_canny", "lora_papercut"]
     records = [run(make_config(f"experiment={k}", *small), tmp_path / k) for k in kinds]
@@ -244,11 +244,11 @@ def test_a_sweep_over_experiments_reports_the_experiment_as_its_one_parameter(ti
     experiment, not every key it sets (whose product of values once stalled the report)."""
     import csv
 
-    from runner import cli
-    from runner.bench import run_hydra
+    from runner.commands import lcm_run
+    from benchmarks.bench import run_hydra
 
     sweep = tmp_path / "sweep"
-    run_hydra(cli.run_app, ["zoo=tiny", "device=cpu", "experiment=t2i,controlnet_canny", "sampling.height=64",
+    run_hydra(lcm_run.run_app, ["zoo=tiny", "device=cpu", "experiment=t2i,controlnet_canny", "sampling.height=64",
                             "sampling.width=64", f"hydra.sweep.dir={sweep}"])
     with open(sweep / "summary.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))

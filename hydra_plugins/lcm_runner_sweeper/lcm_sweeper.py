@@ -4,8 +4,8 @@ Hydra's basic sweeper composes every job's config twice (once to validate the ba
 launcher), ~0.16 s each: on a GPU, where a 4-step image takes a few tenths of a second, that doubles
 a sweep. This sweeper expands the grid exactly as the basic one does (same grammar, same
 `hydra.sweeper.params`), composes once per distinct set of config-group choices and applies the value
-overrides by merging (runner.sweep_plan.compose_jobs, tested equal to Hydra's own compose), and, with
-Hydra's basic launcher, runs each job through a lean copy of Hydra's `run_job` (runner.launch: same
+overrides by merging (runner.sweep.expansion.compose_jobs, tested equal to Hydra's own compose), and, with
+Hydra's basic launcher, runs each job through a lean copy of Hydra's `run_job` (runner.sweep.launch: same
 folders, same `.hydra/` files, same callbacks, without a deep copy of the config per job;
 `launch: hydra` uses Hydra's own) in the order that switches models least: base model, then LoRA
 stack, then conditioning, then cheap knobs. Job numbers keep the grid's order. Any other launcher
@@ -55,34 +55,35 @@ class LcmSweeper(Sweeper):
             hydra_context=hydra_context, task_function=task_function, config=config)
 
     def sweep(self, arguments: List[str]) -> List[Sequence[JobReturn]]:
-        from runner import batching, plan, sweep_plan  # the runner's planning code, torch-free
+        from runner.sweep import batching, expansion  # the runner's planning code, torch-free
+        from runner.config import job_plan
 
         assert self.config is not None and self.hydra_context is not None
-        jobs = sweep_plan.grid(self.params, arguments, OverridesParser.create(config_loader=self.hydra_context.config_loader))
+        jobs = expansion.grid(self.params, arguments, OverridesParser.create(config_loader=self.hydra_context.config_loader))
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
         sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
         if not isinstance(self.launcher, BasicLauncher):
             results = self.launcher.launch(jobs, initial_job_idx=0)
         else:
-            results = self._launch_composed(jobs, sweep_plan, batching)
-        plan.forget()  # the plans the up-front check kept for these jobs
+            results = self._launch_composed(jobs, expansion, batching)
+        job_plan.forget()  # the plans the up-front check kept for these jobs
         for result in results:
             _ = result.return_value  # as the basic sweeper: a failed job's exception surfaces here
         return [results]
 
-    def _launch_composed(self, jobs: List[List[str]], sweep_plan: Any, batching: Any) -> List[JobReturn]:
+    def _launch_composed(self, jobs: List[List[str]], expansion: Any, batching: Any) -> List[JobReturn]:
         """BasicLauncher.launch, fed configs composed once per group choice, in cost order, jobs that
         differ only in seed or prompt grouped to share a pipeline call (up to batch_size images)."""
-        from runner import launch
+        from runner.sweep import launch
 
         setup_globals()
-        composed = sweep_plan.take_composed(self.config, jobs)
+        composed = expansion.take_composed(self.config, jobs)
         for job in composed:
             if isinstance(job, Exception):
                 raise job
         configs = [job.task for job in composed]
-        order = sweep_plan.cost_order(configs) if self.order == "cost" else list(range(len(jobs)))
+        order = expansion.cost_order(configs) if self.order == "cost" else list(range(len(jobs)))
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
         log.info(f"Launching {len(jobs)} jobs locally ({self.order} order)")
         results: Dict[int, JobReturn] = {}
@@ -96,7 +97,7 @@ class LcmSweeper(Sweeper):
         return [results[idx] for idx in range(len(jobs))]
 
     def _run_job(self, job: Any, idx: int, launch: Any) -> JobReturn:
-        """launch=lean: runner.launch.run_job; launch=hydra: Hydra's own run_job, on a copy of the
+        """launch=lean: runner.sweep.launch.run_job; launch=hydra: Hydra's own run_job, on a copy of the
         job's config (as the basic launcher, for callbacks that keep config objects across jobs)."""
         if self.launch == "lean":
             return launch.run_job(self.hydra_context, self.task_function, job, idx)

@@ -1,0 +1,263 @@
+"""Typed schema of a run and the checks that types alone cannot express.
+
+Torch-free by design: composing, validating and planning a sweep must stay instant.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any, Dict, Iterator, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig, OmegaConf
+
+from runner.errors import UserError
+
+
+@dataclass
+class ModelConfig:
+    source: str = MISSING  # hub id or local diffusers folder
+    variant: Optional[str] = None  # e.g. fp16: which weight files to read
+    # A VAE in place of the model's own (hub id or folder): an AutoencoderKL such as
+    # madebyollin/sdxl-vae-fp16-fix (decodes in float16 without overflowing), or an AutoencoderTiny
+    # such as madebyollin/taesdxl (a fast, lower-quality preview decoder). Group `vae` names both.
+    vae: Optional[str] = None
+
+
+@dataclass
+class LoraEntry:
+    source: str = MISSING  # hub id, local folder or .safetensors file
+    weight_name: Optional[str] = None  # file inside a hub repo or folder
+    weight: float = 1.0
+
+
+@dataclass
+class SamplingConfig:
+    prompt: str = MISSING
+    negative_prompt: Optional[str] = None
+    steps: int = 4
+    guidance_scale: float = 0.0
+    seed: int = 0
+    num_images: int = 1
+    height: int = 1024
+    width: int = 1024
+
+
+@dataclass
+class DeviceConfig:
+    type: str = "auto"  # auto | cpu | cuda | cuda:N | mps
+    dtype: str = "auto"  # auto | float32 | float16 | bfloat16
+    # UNet, VAE and ControlNet / T2I-Adapter in channels-last memory format: faster convolutions
+    # (CPU: measured, PERF.md); pixels within one level of the default layout's.
+    channels_last: bool = False
+    # Decode a batch one image at a time (less memory; on a CPU, faster). On a CPU a sweep's batched
+    # call decodes each job's images on their own either way (runner.engine.generation).
+    vae_slicing: bool = False
+    vae_tiling: bool = False  # decode large images in tiles (less memory, seams possible)
+    cpu_offload: str = "none"  # none | model | sequential: keep weights in CPU memory (small GPUs)
+    # torch.compile of the UNet, at its first job (after the LoRA stack is applied): `regional`
+    # compiles its repeated transformer blocks (cold start in seconds), `full` the whole UNet.
+    compile: str = "none"  # none | regional | full
+    compile_backend: str = "inductor"  # any torch.compile backend; aot_eager / eager to debug
+    compile_mode: Optional[str] = None  # e.g. max-autotune-no-cudagraphs
+    # Pad every LoRA loaded into the UNet to this rank (zeros: the same output), so that a later file
+    # of a rank up to it is swapped into its adapter in place, which a compiled UNet runs without
+    # recompiling. The highest rank among the files a sweep swaps; null: no padding.
+    lora_hotswap_rank: Optional[int] = None
+
+
+@dataclass
+class ZooConfig:
+    name: str = "hub"
+    size_scale: float = 1.0  # what ${zoo_size:N} multiplies N by
+    twins: Dict[str, str] = field(default_factory=dict)  # hub id or URL -> path in the tiny zoo
+
+
+@dataclass
+class PathsConfig:
+    root: str = "outputs"
+    output_dir: str = MISSING
+
+
+@dataclass
+class RunConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    # `_target_` names a scheduler's from_config; the other keys override the model's config.
+    scheduler: Dict[str, Any] = field(default_factory=dict)
+    lora: Dict[str, LoraEntry] = field(default_factory=dict)
+    lora_scale: Optional[float] = None  # cross_attention_kwargs={"scale": ...} for live adapters
+    fuse_lora: bool = False
+    conditioning: Dict[str, Any] = field(default_factory=lambda: {"kind": "none"})
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    device: DeviceConfig = field(default_factory=DeviceConfig)
+    zoo: ZooConfig = field(default_factory=ZooConfig)
+    paths: PathsConfig = field(default_factory=PathsConfig)
+    plan: bool = False  # a dry run: say what would run and load, load and write nothing
+    on_invalid: str = "fail"  # a sweep with invalid jobs: "fail" before running any, or "skip" them
+    allow_pickle: bool = False  # load pickle weights (.bin/.ckpt), which can run code: trusted files only
+    # Grid points this one job of a -m sweep runs one after another, each into its own job folder:
+    # overrides in Hydra's grammar, e.g. "sampling.seed=0,1,2,3" (runner.sweep.chunks). null: the job alone.
+    chunk: Optional[str] = None
+
+
+ConfigStore.instance().store(name="run_schema", node=RunConfig)
+_TYPED_NODES = {"model": ModelConfig, "sampling": SamplingConfig, "device": DeviceConfig, "zoo": ZooConfig,
+                "paths": PathsConfig}
+
+
+def _zoo_size(pixels: int, *, _root_: DictConfig) -> int:
+    """A size written for real weights, scaled for the active zoo, kept a multiple of 8."""
+    return max(8, round(int(pixels) * float(_root_.zoo.size_scale) / 8) * 8)
+
+
+OmegaConf.register_new_resolver("zoo_size", _zoo_size, replace=True)
+
+LIMITS = {"steps": 1000, "num_images": 256, "height": 8192, "width": 8192}
+DEVICE_TYPES = ("auto", "cpu", "cuda", "mps")
+DTYPES = ("auto", "float32", "float16", "bfloat16")
+OFFLOAD = ("none", "model", "sequential")
+COMPILE = ("none", "regional", "full")
+# Only diffusers schedulers may be instantiated: a config (or a PNG's metadata) never names code.
+SCHEDULER_TARGET_PREFIX = "diffusers."
+SCHEDULER_TARGET_SUFFIX = "Scheduler.from_config"
+
+
+def validate(cfg: DictConfig) -> None:
+    """Raise one UserError listing every value that is out of range, before anything loads."""
+    _check_keys(cfg)
+    problems = list(_problems(cfg))
+    if problems:
+        raise UserError(
+            "Invalid configuration: " + "; ".join(problems) + ". Fix the value on the command line "
+            "(for example `sampling.steps=4`) or in the experiment file, then run again."
+        )
+
+
+def _check_keys(cfg: DictConfig) -> None:
+    """Keys added with `+` pass Hydra's struct check; the schema still has to know them."""
+    for key, known in _unknown_keys(cfg):
+        raise UserError(f"{key} is not a setting lcm-run knows (known here: {', '.join(sorted(known))}). "
+                        "Check its spelling against `lcm-run --cfg job`, or remove it.")
+
+
+def _unknown_keys(cfg: DictConfig) -> Iterator[tuple]:
+    """(dotted key, the keys allowed there) for each key the schema does not have. Cheap: it walks
+    key names only, which matters when a sweep of hundreds of jobs is checked before it starts."""
+    top = _fields(RunConfig)
+    for key in cfg:
+        if key != "hydra" and key not in top:
+            yield key, top
+    for key, schema in _TYPED_NODES.items():
+        allowed = _fields(schema)
+        yield from ((f"{key}.{k}", allowed) for k in cfg[key] if k not in allowed)
+    allowed = _fields(LoraEntry)
+    for name, entry in cfg.lora.items():
+        yield from ((f"lora.{name}.{k}", allowed) for k in entry if k not in allowed)
+
+
+def _fields(schema: type) -> set:
+    return set(schema.__dataclass_fields__)
+
+
+def _problems(cfg: DictConfig) -> Iterator[str]:
+    s = cfg.sampling
+    for key, most in LIMITS.items():  # beyond these a job is a typo or a hostile config, not an experiment
+        if s[key] > most:
+            yield f"sampling.{key}={s[key]} is more than {most}"
+    if not str(s.prompt).strip():
+        yield "sampling.prompt is empty; give the text to draw"
+    if s.steps < 1:
+        yield f"sampling.steps={s.steps} must be at least 1 (LCM-LoRA is made for 2-8)"
+    for key, value in _numbers(cfg):
+        if not math.isfinite(value):
+            yield f"{key}={value} is not a finite number"
+    if s.guidance_scale < 0:
+        yield f"sampling.guidance_scale={s.guidance_scale} must be 0 or more (the card uses 0 or 1-2)"
+    if s.num_images < 1:
+        yield f"sampling.num_images={s.num_images} must be at least 1"
+    if s.seed < 0:
+        yield f"sampling.seed={s.seed} must be 0 or more"
+    for key in ("height", "width"):
+        value = s[key]
+        if value < 8 or value % 8:
+            nearest = sorted({max(8, value // 8 * 8), max(8, (value // 8 + 1) * 8)})
+            yield (f"sampling.{key}={value} must be a positive multiple of 8 "
+                   f"(the VAE downsamples x8; try {' or '.join(map(str, nearest))})")
+    device_type = str(cfg.device.type)
+    if device_type.split(":")[0] not in DEVICE_TYPES or not _valid_device_index(device_type):
+        yield f"device.type={device_type!r} is not one of {', '.join(DEVICE_TYPES)} (or cuda:N)"
+    if cfg.device.cpu_offload not in OFFLOAD:
+        yield f"device.cpu_offload={cfg.device.cpu_offload!r} is not one of {', '.join(OFFLOAD)}"
+    if cfg.device.compile not in COMPILE:
+        yield f"device.compile={cfg.device.compile!r} is not one of {', '.join(COMPILE)}"
+    if cfg.device.dtype not in DTYPES:
+        yield f"device.dtype={cfg.device.dtype!r} is not one of {', '.join(DTYPES)}"
+    if cfg.device.lora_hotswap_rank is not None and cfg.device.lora_hotswap_rank < 1:
+        yield (f"device.lora_hotswap_rank={cfg.device.lora_hotswap_rank} must be at least 1 (the highest rank "
+               "among the LoRA files the sweep swaps), or null")
+    if cfg.on_invalid not in ("fail", "skip"):
+        yield f"on_invalid={cfg.on_invalid!r} is not one of fail, skip"
+    yield from _scheduler_problems(cfg.scheduler)
+    for name, entry in cfg.lora.items():
+        if not str(entry.source).strip():
+            yield f"lora.{name}.source is empty; give a hub id, a folder or a .safetensors file"
+
+
+def _numbers(cfg: DictConfig) -> Iterator[tuple]:
+    """Every float a user may set, with its key."""
+    yield "sampling.guidance_scale", cfg.sampling.guidance_scale
+    if cfg.lora_scale is not None:
+        yield "lora_scale", cfg.lora_scale
+    for name, entry in cfg.lora.items():
+        yield f"lora.{name}.weight", entry.weight
+    for key, value in cfg.conditioning.items():
+        if isinstance(value, float):
+            yield f"conditioning.{key}", value
+
+
+def _valid_device_index(device_type: str) -> bool:
+    name, _, index = device_type.partition(":")
+    return not index or (name == "cuda" and index.isdigit())
+
+
+def _scheduler_problems(scheduler: DictConfig) -> Iterator[str]:
+    target = scheduler.get("_target_")
+    if not isinstance(target, str) or not (
+        target.startswith(SCHEDULER_TARGET_PREFIX) and target.endswith(SCHEDULER_TARGET_SUFFIX)
+    ):
+        yield (f"scheduler._target_={target!r} must name a diffusers scheduler's from_config, "
+               "like diffusers.LCMScheduler.from_config (choose scheduler=lcm|tcd|euler|euler_a|dpmpp_2m|ddim)")
+    elif scheduler.get("_partial_") is not True:
+        yield "scheduler._partial_ must be true: the scheduler is built from the model's own config"
+
+
+def job_identity(cfg: DictConfig) -> str:
+    """What makes two jobs the same job: a hash of the resolved config, where its outputs go and
+    Hydra's own settings aside. The basis of skip-what-is-done and resume."""
+    values = {key: plain_value(cfg[key]) for key in cfg if key not in ("hydra", "paths")}
+    text = json.dumps(values, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+def record_of(cfg: DictConfig, output_dir: str) -> Dict[str, Any]:
+    """to_container(cfg), with `paths.output_dir` the folder the job wrote to: what run.json keeps.
+    Without copying cfg, and without resolving what output_dir said (`${hydra:...}` outside Hydra)."""
+    values = {}
+    for key in cfg:
+        if key == "paths":
+            values[key] = {k: output_dir if k == "output_dir" else plain_value(cfg.paths[k]) for k in cfg.paths}
+        else:
+            values[key] = plain_value(cfg[key])
+    return values
+
+
+def plain_value(value: Any) -> Any:
+    """A config node as resolved plain data; a scalar as is."""
+    return OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
+
+
+def to_container(cfg: DictConfig) -> Dict[str, Any]:
+    """The fully resolved config as plain data (for run.json and hashing)."""
+    return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)

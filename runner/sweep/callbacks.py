@@ -1,0 +1,151 @@
+"""Hydra callbacks: check a run before its folder exists, and report progress people expect.
+
+Sweep-level lines (job i/N, what it runs, elapsed, ETA), then, at the end of a multirun, the
+summary, contact sheets and gallery, and a closing line naming the output folder. All of it is
+built from the job folders on disk, so it tells the truth whatever the launcher did.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf
+
+from runner.sweep import chunks, expansion
+from runner.config import file_checks
+from runner.outputs import records, thumbnails, writers
+from runner.config.schema import job_identity
+from runner.errors import UserError
+from runner.config.job_plan import plan_job
+from runner.report import build_report
+
+log = logging.getLogger("lcm-run")
+
+
+class RunnerCallbacks(Callback):
+    def __init__(self) -> None:
+        self.total: Optional[int] = None
+        self.swept: List[str] = []
+        self.started = time.perf_counter()
+        self.finished = 0
+
+    # -- single run -------------------------------------------------------------------------
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        # Hydra creates the run folder right after this: refuse bad input before it exists.
+        # Hydra turns a callback's Exception into a warning, so leave with SystemExit instead.
+        if config.get(chunks.KEY):
+            raise SystemExit(f"Error: {chunks.KEY}={config[chunks.KEY]!r} groups grid points into one job of "
+                             "a -m sweep: add -m.")
+        if config.plan:
+            report = expansion.check_single(config)
+            print(report)
+            raise SystemExit(1 if "would fail" in report else 0)
+        try:
+            plan_job(config)
+            run_dir = Path(str(config.hydra.run.dir))
+            file_checks.check_writable("hydra.run.dir", run_dir)
+            records.previous_job(run_dir, job_identity(config))
+        except UserError as error:
+            raise SystemExit(f"Error: {error}") from None
+
+    def on_run_end(self, config: DictConfig, **kwargs: Any) -> None:
+        folder = Path(str(config.hydra.run.dir)).resolve()
+        record = _read_record(folder)
+        if record is not None and record.get("status") in ("ok", "skipped"):
+            log.info("done: %d image(s) in %s", len(record["images"]), _clock(time.perf_counter() - self.started))
+            print(f"Images and run.json in {folder}")
+
+    # -- multirun ---------------------------------------------------------------------------
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self.started = time.perf_counter()
+        jobs, self.swept = expansion.expand(config)
+        self.total = None if jobs is None else len(jobs)
+        sweep_dir = Path(str(config.hydra.sweep.dir)).resolve()
+        if jobs is None:  # another sweeper: each job is still checked when it starts
+            if config.plan:
+                raise SystemExit("Error: plan=true needs Hydra's basic sweeper (the default).")
+            return
+        # Every job is composed and checked before any runs or loads: a typo in job 401 must not
+        # surface after 400 jobs of work.
+        try:  # a chunked job is checked, and planned, grid point by grid point
+            planned = expansion.plan_jobs(config, chunks.expand_jobs(jobs))
+        except UserError as error:
+            raise SystemExit(f"Error: {error}") from None
+        if config.plan:  # a dry run: say what would happen, stop
+            cost_ordered = OmegaConf.select(config, "hydra.sweeper.order") == "cost"  # lcm-run's sweeper
+            print(expansion.describe(planned, sweep_dir, cost_ordered))
+            raise SystemExit(1 if any(job.error for job in planned) else 0)
+        try:
+            file_checks.check_writable("hydra.sweep.dir", sweep_dir)
+        except UserError as error:
+            raise SystemExit(f"Error: {error}") from None
+        bad = [job for job in planned if job.error]
+        if bad and config.on_invalid != "skip":
+            listing = "\n".join(f"  job {job.number} ({' '.join(job.overrides)}): {job.error}" for job in bad)
+            raise SystemExit(f"Error: {len(bad)} of {len(planned)} jobs are invalid, so none ran:\n{listing}\n"
+                             "Fix them, or run the valid ones alone with on_invalid=skip.")
+        if bad:
+            log.warning("%d invalid job(s) will be recorded as failed without running: %s", len(bad),
+                        ", ".join(str(job.number) for job in bad))
+
+    def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
+        if str(config.hydra.mode) != "RunMode.MULTIRUN":
+            return
+        position = self.finished + 1  # jobs may run out of grid order (cheapest switches first)
+        elapsed = time.perf_counter() - self.started
+        chosen = [o for o in config.hydra.overrides.task if o.split("=", 1)[0].lstrip("+~") in self.swept]
+        # In a launcher's worker process this callback never saw the sweep start: no position then.
+        of_total = f"{position}/{self.total} (#{config.hydra.job.num})" if self.total else f"#{config.hydra.job.num}"
+        eta = ""
+        if self.total and self.finished:
+            eta = f", ETA {_clock(elapsed / self.finished * (self.total - self.finished))}"
+        log.info("job %s: %s (elapsed %s%s)", of_total, " ".join(chosen) or "defaults", _clock(elapsed), eta)
+
+    def on_job_end(self, config: DictConfig, job_return: Any, **kwargs: Any) -> None:
+        self.finished += 1
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        writers.flush()  # the last jobs' images may still be on their way to disk
+        sweep_dir = Path(str(config.hydra.sweep.dir)).resolve()
+        statuses: Dict[str, int] = {}
+        for job_dir in {path.parent for path in sweep_dir.glob(f"*/{records.RUN_JSON}")} | _launched(sweep_dir):
+            # a launched job without a record failed before it could write one (its folder held
+            # another job's results, which are kept): it counts as failed
+            status = (_read_record(job_dir) or {"status": "failed"}).get("status", "unknown")
+            statuses[status] = statuses.get(status, 0) + 1
+        counts = ", ".join(f"{n} {status}" for status, n in sorted(statuses.items())) or "no jobs recorded"
+        log.info("sweep done in %s: %s", _clock(time.perf_counter() - self.started), counts)
+        try:
+            report = build_report(sweep_dir)
+        except UserError as error:  # e.g. every job was rejected: say so, keep the sweep's result
+            log.warning("no contact sheet or gallery: %s", error)
+        else:
+            sheets = ", ".join(path.name for path in report["contact_sheets"])
+            log.info("contact sheets: %s; gallery: %s", sheets, report["gallery"].name)
+        thumbnails.forget()
+        print(f"Sweep results in {sweep_dir}")
+        failed = statuses.get("failed", 0)
+        if failed:  # Hydra turns a callback's Exception into a warning: exit with SystemExit
+            raise SystemExit(f"Error: {failed} of {sum(statuses.values())} jobs failed; their run.json "
+                             f"files (or, where there is none, their lcm-run.log) and {sweep_dir / 'summary.csv'} "
+                             "say why.")
+
+
+def _launched(sweep_dir: Path) -> set:
+    """The folders Hydra made for this sweep's jobs (each has Hydra's `.hydra/`)."""
+    return {path.parent for path in sweep_dir.glob("*/.hydra")}
+
+
+def _read_record(folder: Path) -> Optional[Dict[str, Any]]:
+    try:
+        return records.read_json(folder / records.RUN_JSON)
+    except (OSError, ValueError):
+        return None
+
+
+def _clock(seconds: float) -> str:
+    return str(timedelta(seconds=round(seconds)))
