@@ -301,8 +301,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     parser.add_argument("--work", type=Path, default=None,
                         help="where the whole-runner comparison saves the model and its images, in a temporary "
-                             "folder removed at the end (default: the system's temp folder; never --out, whose "
-                             "files a lent GPU machine sends back)")
+                             "folder removed at the end (default: the system's temp folder; never --out, which "
+                             "holds only the tables, so that a run cut short leaves them alone to collect)")
     args = parser.parse_args(argv)
     known = list(variants("cuda"))
     if any(name not in known for name in args.variants):

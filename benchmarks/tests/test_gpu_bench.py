@@ -18,8 +18,8 @@ def test_the_gpu_benchmark_runs_end_to_end_on_tiny_architectures(tiny_zoo, tmp_p
     monkeypatch.setattr(gpu_bench, "measure_sweep", lambda *args: folders.append(args[-1]) or measure_sweep(*args))
     assert gpu_bench.main(["--tiny", "--size", "64", "--batches", "1,2", "--repeats", "1", "--sweep-seeds", "2",
                            "--out", str(out)]) == 0
-    # a lent GPU machine sends back every file under --out, 8 at most (a run cut short leaves its work
-    # folder behind): the model and images go elsewhere, and only the tables are under --out
+    # --out holds only the tables (a run cut short leaves its work folder behind): the model and
+    # images go elsewhere
     assert len(folders) == 1 and folders[0].parent == work
     assert sorted(p.name for p in out.rglob("*")) == ["gpu_bench.json", "gpu_bench.md"]
     assert not list(work.iterdir()), "the saved model and images are removed"
@@ -46,7 +46,7 @@ def test_full_size_configs_are_sdxl():
 
 def test_a_failing_variant_is_recorded_and_the_others_still_run_and_are_written_as_they_finish(
         tiny_zoo, tmp_path, monkeypatch):
-    """A GPU session has minutes: an option that fails there (inductor without a compiler, out of
+    """A GPU run under a time limit: an option that fails there (inductor without a compiler, out of
     memory) must not cost the other measurements, and a run stopped by a time limit keeps what it
     measured so far."""
     def broken(pipe):

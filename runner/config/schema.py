@@ -50,7 +50,7 @@ class DeviceConfig:
     type: str = "auto"  # auto | cpu | cuda | cuda:N | mps
     dtype: str = "auto"  # auto | float32 | float16 | bfloat16
     # UNet, VAE and ControlNet / T2I-Adapter in channels-last memory format: faster convolutions
-    # (CPU: measured, PERF.md); pixels within one level of the default layout's.
+    # (CPU: measured, docs/performance.md); pixels within one level of the default layout's.
     channels_last: bool = False
     # Decode a batch one image at a time (less memory; on a CPU, faster). On a CPU a sweep's batched
     # call decodes each job's images on their own either way (runner.engine.generation).

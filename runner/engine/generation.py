@@ -63,7 +63,7 @@ def _batched(loaded: LoadedPipeline, pipe: Any, plans: Sequence[JobPlan], identi
     keywords = {k: v for k, v in plans[0].call.items() if k not in _TEXT + ("num_images_per_prompt",)}
     seeds = [seed for plan in plans for seed in plan.seeds]
     # On a CPU each job's images are decoded on their own, as the job alone would: measured faster
-    # there than one decode of the batch (PERF.md). On a GPU (not measured yet) the batch stays whole.
+    # there than one decode of the batch (docs/performance.md). On a GPU the batch stays whole.
     parts = [len(plan.seeds) for plan in plans] if loaded.device == "cpu" else None
     arrays, checks = _call(pipe, keywords, texts, seeds, images_in, parts)
     info = {"batch": {"leader": record["id"], "jobs": len(plans), "images": len(seeds),

@@ -62,8 +62,8 @@ def _own_weights(loaded: LoadedPipeline) -> None:
     faults in and copies each 4 KB page on its own. Copied first, the fuse is arithmetic alone; copied
     whole, the model no longer maps its file (a copy of the fused layers alone would leave the
     file's pages mapped beside it); read from the file rather than through the mapping
-    (runner.engine.file_copies), the copy maps none of it meanwhile. Tiny zoo: a first fused job's prepare
-    0.52 -> 0.40 s; full-size SDXL on this project's CPU: see PERF.md."""
+    (runner.engine.file_copies), the copy maps none of it meanwhile; each copy keeps its tensor's
+    alignment, so pixels do not change. Figures: docs/performance.md."""
     for component in _LORA_COMPONENTS:
         model = getattr(loaded.pipe, component, None)
         if model is None or component in loaded.owned or not _holds_lora(model):

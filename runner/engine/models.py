@@ -164,10 +164,9 @@ def _place(pipe: Any, device: str, options: Dict[str, Any]) -> None:
 
 def hold_channels_last(*models: Any) -> None:
     """device.channels_last: the convolution networks' weights (and so their activations) in
-    channels-last memory format, which oneDNN runs faster on a CPU (measured) and cuDNN prefers for
-    half-precision convolutions (not measured here: no GPU was lent). On this project's CPU: a 384²
-    call on the tiny zoo 10-25% faster, full-size SDXL's VAE decode 13% and a UNet step 5%
-    (PERF.md). The same arithmetic in another order: pixels within one level."""
+    channels-last memory format, which oneDNN runs faster on a CPU and cuDNN prefers for
+    half-precision convolutions (figures: docs/performance.md). The same arithmetic in another
+    order: pixels within one level."""
     for model in models:
         model.to(memory_format=torch.channels_last)
 

@@ -4,11 +4,9 @@ with status "ok" — only once its images are on disk; a failed write is recorde
 `flush()` waits for everything queued (the end-of-sweep report calls it before reading the folders).
 
 Several threads where the cores are free: PNG encoding runs in C with the GIL released, and one
-thread took 0.3-0.4 s per 1024² image on this project's CPU machine (PERF.md), slower than a GPU
-makes them; two threads wrote twice as many images a second there. None when the model runs on the
-CPU: a writer thread there takes cores from the denoising, whose OpenMP threads then wait on each
-other (an A/B in one process: a steps x guidance sweep's best wall 5.96 s with the thread, 5.57 s
-inline; PERF.md), so the files are written inline, as the hand loop writes them.
+thread encodes a 1024² image slower than a GPU makes one. None when the model runs on the CPU: a
+writer thread there takes cores from the denoising, whose OpenMP threads then wait on each other,
+so the files are written inline, as the hand loop writes them (figures: docs/performance.md).
 """
 from __future__ import annotations
 
