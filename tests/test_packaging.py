@@ -1,8 +1,11 @@
-"""`pip install .` ships the configs and experiments inside the wheel, and lcm-run works from it."""
+"""`pip install .` ships the configs and experiments inside the wheel, and no benchmark code, and
+lcm-run works from it."""
 import json
 import os
 import subprocess
 import sys
+import zipfile
+from pathlib import Path
 
 import pytest
 
@@ -14,6 +17,10 @@ def test_the_wheel_carries_configs_and_runs_an_experiment(tiny_zoo, tmp_path):
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
                     "-w", str(wheels), root], check=True, capture_output=True)
     (wheel,) = wheels.glob("lcm_runner-*.whl")
+    files = zipfile.ZipFile(wheel).namelist()
+    assert not [name for name in files if name.startswith("benchmarks/") or "bench" in Path(name).name], \
+        "the benchmarks stay out of the wheel"
+    assert {"runner/engine/state.py", "runner/config/schema.py", "hydra_plugins/lcm_runner_sweeper/lcm_sweeper.py"} <= set(files)
     subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(target),
                     str(wheel)], check=True, capture_output=True)
     assert (target / "runner/conf/config.yaml").is_file()
