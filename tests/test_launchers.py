@@ -259,6 +259,7 @@ def slot_folder(tmp_path, monkeypatch):
     gpu_slots.release()
 
 
+@pytest.mark.slow
 def test_device_auto_with_several_gpus_is_one_gpu_for_the_process_lifetime(slot_folder):
     from runner.engine.models import resolve_device
 

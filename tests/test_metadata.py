@@ -241,6 +241,7 @@ def test_hostile_or_foreign_input_is_refused_clearly_and_writes_nothing(kind, jo
     assert snapshot(inputs) == before
 
 
+@pytest.mark.slow
 def test_an_image_of_a_batched_sweep_is_remade_in_the_call_that_made_it(tiny_zoo, tmp_path):
     """A sweep's seeds share one call; alone, the same job adds in another order and its pixels can
     move by a level (they do for this job at 256²). The PNG names the call's jobs, and lcm-reproduce

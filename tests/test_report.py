@@ -290,6 +290,7 @@ def test_gallery_escapes_every_text_from_the_run(tmp_path):
     assert "RuntimeError: out of memory &lt;script&gt;" in page
 
 
+@pytest.mark.slow
 def test_gallery_opens_in_headless_chromium_and_shows_every_image(tmp_path):
     if not CHROMIUM.exists():
         pytest.fail("Chromium is needed to check the gallery in a browser: apt-get install -y chromium")

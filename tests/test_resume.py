@@ -132,6 +132,6 @@ def test_a_sweep_job_refused_for_another_jobs_results_fails_the_sweep(tiny_zoo, 
     (sweep / "1" / "run.json").unlink()  # its images stay: they are seed 1's
     kept = (sweep / "1" / "image_00_seed1.png").read_bytes()
     done = lcm_run("-m", *SMALL, "sampling.seed=0,2", f"hydra.sweep.dir={sweep}", cwd=tmp_path)
-    assert done.returncode != 0, "a job that could not run is a failed job, run.json or not"
+    assert done.returncode == 1, "a job that could not run is a failed job, run.json or not"
     assert "1 of 2 jobs failed" in done.stderr
     assert (sweep / "1" / "image_00_seed1.png").read_bytes() == kept and not (sweep / "1" / "run.json").exists()

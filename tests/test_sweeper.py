@@ -60,12 +60,14 @@ def test_a_sweep_over_values_alone_gives_the_same_as_hydras_basic_sweeper(tiny_z
                            "sampling.guidance_scale=0,1.5", "sampling={seed: 3}"], tmp_path, jobs=4)
 
 
+@pytest.mark.slow
 def test_grid_order_can_be_kept(tmp_path):
     done = lcm_run(*GRID, "hydra.sweeper.order=grid", "plan=true", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert "Plan: 6 jobs" in done.stdout
 
 
+@pytest.mark.slow
 def test_a_dry_run_counts_model_loads_in_the_order_the_sweep_runs(tmp_path):
     """Cost order runs the inpainting model's job apart from the base model's two; the grid's order
     (t2i, inpaint, lora_papercut) loads the base twice."""

@@ -53,6 +53,7 @@ def test_the_oldest_thumbnails_are_dropped_beyond_the_memory_cap(tmp_path, monke
     assert thumbnails._kept_bytes == 2 * 256 * 192 * 3
 
 
+@pytest.mark.slow
 def test_the_sweeps_contact_sheet_comes_from_kept_thumbnails_and_equals_the_one_from_disk(
         tiny_zoo, tmp_path, monkeypatch):
     opened = []

@@ -239,6 +239,7 @@ def test_inpainting_model_without_inpaint_conditioning_is_refused(tiny_zoo, tmp_
         run(make_config("model=sdxl_inpaint", "zoo=tiny", "sampling.height=64", "sampling.width=64"), tmp_path / "j")
 
 
+@pytest.mark.slow
 def test_a_sweep_over_experiments_reports_the_experiment_as_its_one_parameter(tiny_zoo, tmp_path, fresh_cache):
     """Each experiment sets its own prompt, steps, seed and conditioning: the report's axis is the
     experiment, not every key it sets (whose product of values once stalled the report)."""

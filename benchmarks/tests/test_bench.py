@@ -27,6 +27,7 @@ def first_table(markdown):
     return {row[0]: dict(zip(header, row)) for row in body}
 
 
+@pytest.mark.slow
 def test_quick_bench_writes_consistent_json_and_markdown(tiny_zoo, tmp_path):
     env = dict(os.environ, HF_HUB_OFFLINE="1")
     done = subprocess.run([sys.executable, "-m", "benchmarks.bench", "--quick", "--out", str(tmp_path)],

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
-from runner.errors import UserError
+from runner.errors import EXIT_BAD_INPUT, EXIT_OK, UserError
 from runner.report import build_report
 
 
@@ -23,8 +23,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         written = build_report(args.sweep_dir, x=args.x, y=args.y)
     except UserError as error:
         print(f"lcm-grid: error: {error}", file=sys.stderr)
-        return 2
+        return EXIT_BAD_INPUT
     for path in [*written["contact_sheets"], written["summary"], written["gallery"]]:
         print(path)
-    return 0
+    return EXIT_OK
 

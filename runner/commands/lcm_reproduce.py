@@ -23,7 +23,7 @@ from omegaconf import DictConfig
 from runner.sweep import batching
 from runner.outputs import png_metadata, records
 from runner.config import recorded
-from runner.errors import UserError
+from runner.errors import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, UserError
 
 log = logging.getLogger("lcm-reproduce")
 
@@ -250,13 +250,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         result = reproduce(args.image, args.overrides, args.out)
     except UserError as error:
         print(f"lcm-reproduce: error: {_printable(str(error))}", file=sys.stderr)
-        return 2
+        return EXIT_BAD_INPUT
     except JobFailed as error:
         print(f"lcm-reproduce: error: {_printable(str(error))}", file=sys.stderr)
-        return 1
+        return EXIT_FAILED
     except KeyboardInterrupt:
         print("lcm-reproduce: interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
     done = result[REPRODUCED_KEY]
     same = {True: "pixels identical to", False: "pixels differ from", None: "could not compare with"}
     if done["pixels_equal"] is False and not args.overrides:
@@ -265,7 +265,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                     "sweep's batching when the PNG predates batch.members and the job was re-run alone")
     print(f"Reproduced in {done['folder']}: {done['new_file']} "
           f"({same[done['pixels_equal']]} {args.image})")
-    return 0
+    return EXIT_OK
 
 
 if __name__ == "__main__":

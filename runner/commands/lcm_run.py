@@ -21,7 +21,7 @@ from runner.sweep import startup, interrupts
 from runner.outputs import writers
 from runner.sweep.interrupts import Interrupted
 from runner.sweep.chunks import run_job
-from runner.errors import UserError
+from runner.errors import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED, UserError
 
 log = logging.getLogger("lcm-run")
 
@@ -55,8 +55,10 @@ def run_app() -> None:
 def entry() -> None:
     """The `lcm-run` console script: the Hydra app, with errors as one paragraph and a clean stop.
 
-    Ctrl-C or SIGTERM abandons the job in flight (recorded as failed); finished jobs stay finished,
-    and running the same command again resumes. HYDRA_FULL_ERROR=1 shows stack traces, as in Hydra."""
+    Exit codes (runner.errors): 2 for bad input (config, override, file), 1 for a job that failed
+    while running, 130 for Ctrl-C or SIGTERM, which abandons the job in flight (recorded as failed);
+    finished jobs stay finished, and running the same command again resumes. HYDRA_FULL_ERROR=1
+    shows stack traces, as in Hydra."""
     interrupts.install()
     show_traces = os.environ.get("HYDRA_FULL_ERROR") == "1"
     os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra then re-raises instead of printing: shaped below
@@ -67,12 +69,12 @@ def entry() -> None:
         reason = "Ctrl-C" if isinstance(stop, KeyboardInterrupt) else str(stop)
         print(f"Interrupted ({reason}): finished jobs are kept and the job in flight is recorded as "
               "failed. Run the same command again to resume.", file=sys.stderr)
-        sys.exit(130)
+        sys.exit(EXIT_INTERRUPTED)
     except Exception as error:
         if show_traces:
             raise
         print(f"Error: {one_paragraph(error)}", file=sys.stderr)
-        sys.exit(1)
+        sys.exit(EXIT_BAD_INPUT if isinstance(error, (HydraException, OmegaConfBaseException)) else EXIT_FAILED)
 
 
 def check_group_choices(arguments: List[str]) -> None:

@@ -19,7 +19,7 @@ from runner.sweep import chunks, expansion
 from runner.config import file_checks
 from runner.outputs import records, thumbnails, writers
 from runner.config.schema import job_identity
-from runner.errors import UserError
+from runner.errors import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, UserError, leave
 from runner.config.job_plan import plan_job
 from runner.report import build_report
 
@@ -36,21 +36,21 @@ class RunnerCallbacks(Callback):
     # -- single run -------------------------------------------------------------------------
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         # Hydra creates the run folder right after this: refuse bad input before it exists.
-        # Hydra turns a callback's Exception into a warning, so leave with SystemExit instead.
+        # Hydra turns a callback's Exception into a warning, so leave with SystemExit instead (leave).
         if config.get(chunks.KEY):
-            raise SystemExit(f"Error: {chunks.KEY}={config[chunks.KEY]!r} groups grid points into one job of "
-                             "a -m sweep: add -m.")
+            leave(EXIT_BAD_INPUT, f"{chunks.KEY}={config[chunks.KEY]!r} groups grid points into one job of a -m "
+                  "sweep: add -m.")
         if config.plan:
             report = expansion.check_single(config)
             print(report)
-            raise SystemExit(1 if "would fail" in report else 0)
+            raise SystemExit(EXIT_BAD_INPUT if "would fail" in report else EXIT_OK)
         try:
             plan_job(config)
             run_dir = Path(str(config.hydra.run.dir))
             file_checks.check_writable("hydra.run.dir", run_dir)
             records.previous_job(run_dir, job_identity(config))
         except UserError as error:
-            raise SystemExit(f"Error: {error}") from None
+            leave(EXIT_BAD_INPUT, str(error))
 
     def on_run_end(self, config: DictConfig, **kwargs: Any) -> None:
         folder = Path(str(config.hydra.run.dir)).resolve()
@@ -67,27 +67,27 @@ class RunnerCallbacks(Callback):
         sweep_dir = Path(str(config.hydra.sweep.dir)).resolve()
         if jobs is None:  # another sweeper: each job is still checked when it starts
             if config.plan:
-                raise SystemExit("Error: plan=true needs Hydra's basic sweeper (the default).")
+                leave(EXIT_BAD_INPUT, "plan=true needs lcm-run's sweeper (the default) or Hydra's basic sweeper.")
             return
         # Every job is composed and checked before any runs or loads: a typo in job 401 must not
         # surface after 400 jobs of work.
         try:  # a chunked job is checked, and planned, grid point by grid point
             planned = expansion.plan_jobs(config, chunks.expand_jobs(jobs))
         except UserError as error:
-            raise SystemExit(f"Error: {error}") from None
+            leave(EXIT_BAD_INPUT, str(error))
         if config.plan:  # a dry run: say what would happen, stop
             cost_ordered = OmegaConf.select(config, "hydra.sweeper.order") == "cost"  # lcm-run's sweeper
             print(expansion.describe(planned, sweep_dir, cost_ordered))
-            raise SystemExit(1 if any(job.error for job in planned) else 0)
+            raise SystemExit(EXIT_BAD_INPUT if any(job.error for job in planned) else EXIT_OK)
         try:
             file_checks.check_writable("hydra.sweep.dir", sweep_dir)
         except UserError as error:
-            raise SystemExit(f"Error: {error}") from None
+            leave(EXIT_BAD_INPUT, str(error))
         bad = [job for job in planned if job.error]
         if bad and config.on_invalid != "skip":
             listing = "\n".join(f"  job {job.number} ({' '.join(job.overrides)}): {job.error}" for job in bad)
-            raise SystemExit(f"Error: {len(bad)} of {len(planned)} jobs are invalid, so none ran:\n{listing}\n"
-                             "Fix them, or run the valid ones alone with on_invalid=skip.")
+            leave(EXIT_BAD_INPUT, f"{len(bad)} of {len(planned)} jobs are invalid, so none ran:\n{listing}\n"
+                  "Fix them, or run the valid ones alone with on_invalid=skip.")
         if bad:
             log.warning("%d invalid job(s) will be recorded as failed without running: %s", len(bad),
                         ", ".join(str(job.number) for job in bad))
@@ -129,10 +129,9 @@ class RunnerCallbacks(Callback):
         thumbnails.forget()
         print(f"Sweep results in {sweep_dir}")
         failed = statuses.get("failed", 0)
-        if failed:  # Hydra turns a callback's Exception into a warning: exit with SystemExit
-            raise SystemExit(f"Error: {failed} of {sum(statuses.values())} jobs failed; their run.json "
-                             f"files (or, where there is none, their lcm-run.log) and {sweep_dir / 'summary.csv'} "
-                             "say why.")
+        if failed:
+            leave(EXIT_FAILED, f"{failed} of {sum(statuses.values())} jobs failed; their run.json files (or, where "
+                  f"there is none, their lcm-run.log) and {sweep_dir / 'summary.csv'} say why.")
 
 
 def _launched(sweep_dir: Path) -> set:
