@@ -17,11 +17,12 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from runner.sweep import batching
+from runner.sweep.handoff import HANDOFF
 from runner.engine import conditioning
 from runner.outputs import png_metadata, records, thumbnails
 from runner.config.schema import job_identity, record_of, to_container
 from runner.errors import UserError
-from runner.config.job_plan import JobPlan, plan_of
+from runner.config.job_plan import JobPlan
 from runner.outputs.writers import Writer
 from runner.engine.state import ENGINE
 
@@ -37,7 +38,7 @@ def run(cfg: DictConfig, output_dir: Optional[Union[str, Path]] = None,
     started = time.perf_counter()
     job_dir = Path(output_dir if output_dir is not None else cfg.paths.output_dir).resolve()
     try:  # every user error surfaces here, before anything loads or is written
-        plan = plan_of(cfg)
+        plan = HANDOFF.plan_of(cfg)
         identity = job_identity(cfg)
         previous = records.previous_job(job_dir, identity)
     except UserError as error:

@@ -102,3 +102,24 @@ def test_jobs_differing_only_in_seed_or_prompt_share_one_call(tiny_zoo, tmp_path
             ours = np.asarray(Image.open(batched / str(job) / image["file"]), dtype=np.int16)
             theirs = np.asarray(Image.open(alone / str(job) / image["file"]), dtype=np.int16)
             assert np.abs(ours - theirs).max() <= 1, "batching may only change float rounding"
+
+
+def test_a_sweep_plans_each_job_once_and_leaves_its_handoff_empty(tiny_zoo, tmp_path, monkeypatch):
+    """The up-front check plans every job; the jobs it launches in this process take those plans
+    (runner.sweep.handoff), and nothing of the sweep stays behind for the next one."""
+    from benchmarks.bench import run_hydra
+    from runner.commands import lcm_run
+    from runner.sweep import expansion, handoff
+
+    planned = {"check": 0, "job": 0}
+
+    def counting(where, plan_job):
+        return lambda cfg: planned.__setitem__(where, planned[where] + 1) or plan_job(cfg)
+
+    monkeypatch.setattr(expansion, "plan_job", counting("check", expansion.plan_job))
+    monkeypatch.setattr(handoff, "plan_job", counting("job", handoff.plan_job))
+    run_hydra(lcm_run.run_app, ["zoo=tiny", "sampling.height=64", "sampling.width=64", "sampling.steps=1",
+                                "sampling.seed=0,1", "sampling.guidance_scale=0,1", f"hydra.sweep.dir={tmp_path / 'sweep'}"])
+    assert planned == {"check": 4, "job": 0}
+    assert vars(handoff.HANDOFF) == {"composed": {}, "plans": {}, "batches": {}, "ready": {}}
+    assert len(list((tmp_path / "sweep").glob("*/image_00_seed*.png"))) == 4

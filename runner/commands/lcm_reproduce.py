@@ -21,6 +21,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 from omegaconf import DictConfig
 
 from runner.sweep import batching
+from runner.sweep.handoff import HANDOFF
 from runner.outputs import png_metadata, records
 from runner.config import recorded
 from runner.errors import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, UserError
@@ -190,7 +191,7 @@ def reproduce(image: Union[str, Path], overrides: Sequence[str] = (), out: Optio
             "set HYDRA_FULL_ERROR=1 for the full stack trace."
         ) from error
     finally:
-        batching.clear()  # the images of the call's other jobs, not written
+        HANDOFF.reset()  # the images of the call's other jobs, not written
     new_file = result["images"][index]["file"]
     result[REPRODUCED_KEY] = {
         "image": str(image_path.resolve()),

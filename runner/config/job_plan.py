@@ -56,27 +56,6 @@ class JobPlan:
         return found
 
 
-# Plans the up-front check of a sweep made, kept for the jobs it launches in this process: the same
-# config object planned twice would be planned the same (~5 ms a job, mostly interpolations).
-_planned: Dict[int, Tuple[DictConfig, JobPlan]] = {}
-
-
-def remember(cfg: DictConfig, plan: JobPlan) -> None:
-    _planned[id(cfg)] = (cfg, plan)
-
-
-def forget() -> None:
-    _planned.clear()
-
-
-def plan_of(cfg: DictConfig) -> JobPlan:
-    """plan_job(cfg), or the plan already made for this very config object in this sweep."""
-    kept = _planned.get(id(cfg))
-    if kept is not None and kept[0] is cfg:
-        return kept[1]
-    return plan_job(cfg)
-
-
 def plan_job(cfg: DictConfig) -> JobPlan:
     validate(cfg)
     twins = dict(cfg.zoo.twins) if cfg.zoo.name == "tiny" else {}

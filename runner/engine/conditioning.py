@@ -11,6 +11,8 @@ from typing import Any, Dict, Mapping, Tuple
 from runner import zoo
 from runner.config.conditioning import INPUTS_DIR, ConditioningPlan
 from runner.engine.state import ENGINE, keep_recent
+from runner.outputs.records import save_bytes, save_png
+
 
 def prepare_inputs(plan: ConditioningPlan, width: int, height: int) -> Tuple[Dict[str, Any], Dict[str, Any]]:
     """The pipeline keywords for the conditioning images, and every image fed, by role. A sweep over
@@ -53,8 +55,6 @@ def canny_map(image, low: int, high: int):
 
 
 def save_inputs(job_dir: Path, images: Mapping[str, Any]) -> Dict[str, str]:
-    from runner.outputs.records import save_bytes
-
     files = {}
     for role, image in images.items():
         relative = f"{INPUTS_DIR}/{role}.png"
@@ -86,8 +86,6 @@ def _file_identity(ref: str) -> Tuple:
 def save_side_by_side(job_dir: Path, inputs: Mapping[str, Any], outputs) -> str:
     """The images fed to the pipeline, then its outputs, in one row, like the card's make_image_grid."""
     from diffusers.utils import make_image_grid
-
-    from runner.outputs.records import save_png
 
     row = list(inputs.values()) + list(outputs)
     relative = f"{INPUTS_DIR}/side_by_side.png"

@@ -14,12 +14,13 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-from runner.config.job_plan import JobPlan, plan_of
+from runner.config.job_plan import JobPlan
 from runner.config.schema import job_identity
 from runner.engine import decoding
 from runner.engine.lora import text_encoder_adapters
 from runner.engine.state import LoadedPipeline
 from runner.sweep import batching
+from runner.sweep.handoff import HANDOFF
 
 log = logging.getLogger("lcm-run")
 _TEXT = ("prompt", "negative_prompt")
@@ -36,7 +37,7 @@ def generate(loaded: LoadedPipeline, pipe: Any, plan: JobPlan, record: Dict[str,
     members = batching.members_led_by(record["id"])
     if members:
         identities = [job_identity(cfg) for cfg in members]
-        plans = [plan if identity == record["id"] else plan_of(cfg) for identity, cfg in zip(identities, members)]
+        plans = [plan if identity == record["id"] else HANDOFF.plan_of(cfg) for identity, cfg in zip(identities, members)]
         try:
             return _batched(loaded, pipe, plans, identities, record, images_in,
                             [batching.call_values(cfg) for cfg in members])

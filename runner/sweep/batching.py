@@ -20,6 +20,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 from omegaconf import DictConfig
 
 from runner.config.schema import job_identity, plain_value
+from runner.sweep.handoff import HANDOFF
 
 BATCHABLE = ("seed", "prompt", "negative_prompt")  # the sampling keys a batch may vary
 
@@ -28,10 +29,6 @@ BATCHABLE = ("seed", "prompt", "negative_prompt")  # the sampling keys a batch m
 class Ready:
     images: Any  # this job's images (floats, as output_type="np")
     info: Dict[str, Any]  # what run.json says about the call that made them
-
-
-_groups: Dict[str, List[DictConfig]] = {}  # leader's job id -> the group's configs, leader first
-_ready: Dict[str, Ready] = {}
 
 
 def batch_key(cfg: DictConfig) -> str:
@@ -62,7 +59,7 @@ def expect(configs: Sequence[DictConfig], leader: int = 0) -> None:
     """Register a group about to run, in the order of its call; `configs[leader]` makes the call (the
     first, in a sweep)."""
     if len(configs) > 1:
-        _groups[job_identity(configs[leader])] = list(configs)
+        HANDOFF.batches[job_identity(configs[leader])] = list(configs)
 
 
 def call_values(cfg: DictConfig) -> Dict[str, Any]:
@@ -86,29 +83,25 @@ def configs_of_call(cfg: DictConfig, members: Sequence[Dict[str, Any]]) -> Optio
 
 
 def members_led_by(identity: str) -> Optional[List[DictConfig]]:
-    return _groups.pop(identity, None)
+    return HANDOFF.batches.pop(identity, None)
 
 
 def step_down(identity: str) -> None:
     """A leader with nothing to do (its results were already complete: resume) hands the whole group
     to the next member, so that the group's call, and so its float rounding, stays the same."""
-    group = _groups.pop(identity, None)
+    group = HANDOFF.batches.pop(identity, None)
     if group is None:
         return
     identities = [job_identity(cfg) for cfg in group]
     following = identities[identities.index(identity) + 1:]
     if following:
-        _groups[following[0]] = group
+        HANDOFF.batches[following[0]] = group
 
 
 def put_ready(identity: str, ready: Ready) -> None:
-    _ready[identity] = ready
+    HANDOFF.ready[identity] = ready
 
 
 def take_ready(identity: str) -> Optional[Ready]:
-    return _ready.pop(identity, None)
+    return HANDOFF.ready.pop(identity, None)
 
-
-def clear() -> None:
-    _groups.clear()
-    _ready.clear()

@@ -21,9 +21,9 @@ from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from runner.engine import state
 from runner.sweep import interrupts
+from runner.sweep.handoff import HANDOFF
 from runner.sweep.startup import skipped_a_missing_group
 from runner.errors import UserError
-from runner.config import job_plan as plans
 from runner.config.job_plan import JobPlan, plan_job
 
 
@@ -215,14 +215,9 @@ def _compose(loader, config: DictConfig, overrides: List[str]) -> Union[Composed
         return error
 
 
-# Job configs composed for the up-front check, kept for the sweeper that launches the same jobs in
-# the same process (Hydra hands both the same master config object): composed once, used twice.
-_kept: Dict[int, Tuple[List[List[str]], List[Union[ComposedJob, Exception]]]] = {}
-
-
 def take_composed(config: DictConfig, jobs: Sequence[List[str]]) -> List[Union[ComposedJob, Exception]]:
     """The jobs' configs: those the check composed, if it checked exactly these jobs, else fresh."""
-    kept = _kept.pop(id(config), None)
+    kept = HANDOFF.composed.pop(id(config), None)
     if kept is not None and kept[0] == [list(job) for job in jobs]:
         return kept[1]
     return list(compose_jobs(config, jobs))
@@ -232,7 +227,7 @@ def plan_jobs(config: DictConfig, jobs: Sequence[List[str]]) -> List[PlannedJob]
     """Compose and plan every job; a bad job carries its error instead of stopping the others."""
     planned = []
     composed = list(compose_jobs(config, jobs))
-    _kept[id(config)] = ([list(job) for job in jobs], composed)
+    HANDOFF.composed[id(config)] = ([list(job) for job in jobs], composed)  # composed once, used twice
     for number, (overrides, composed_job) in enumerate(zip(jobs, composed)):
         job = PlannedJob(number, list(overrides))
         try:
@@ -240,7 +235,7 @@ def plan_jobs(config: DictConfig, jobs: Sequence[List[str]]) -> List[PlannedJob]
                 raise composed_job
             job.config = composed_job.task
             job.plan = plan_job(composed_job.task)
-            plans.remember(composed_job.task, job.plan)  # for the job when it runs
+            HANDOFF.remember_plan(composed_job.task, job.plan)  # for the job when it runs
         except Exception as error:  # composition errors and UserErrors alike: reported together
             job.error = _first_paragraph(error)
         planned.append(job)

@@ -56,7 +56,7 @@ class LcmSweeper(Sweeper):
 
     def sweep(self, arguments: List[str]) -> List[Sequence[JobReturn]]:
         from runner.sweep import batching, expansion  # the runner's planning code, torch-free
-        from runner.config import job_plan
+        from runner.sweep.handoff import HANDOFF
 
         assert self.config is not None and self.hydra_context is not None
         jobs = expansion.grid(self.params, arguments, OverridesParser.create(config_loader=self.hydra_context.config_loader))
@@ -67,7 +67,7 @@ class LcmSweeper(Sweeper):
             results = self.launcher.launch(jobs, initial_job_idx=0)
         else:
             results = self._launch_composed(jobs, expansion, batching)
-        job_plan.forget()  # the plans the up-front check kept for these jobs
+        HANDOFF.reset()  # what the check and the launch kept for these jobs
         for result in results:
             _ = result.return_value  # as the basic sweeper: a failed job's exception surfaces here
         return [results]
@@ -93,7 +93,6 @@ class LcmSweeper(Sweeper):
                 log.info(f"\t#{idx} : {' '.join(filter_overrides(jobs[idx]))}")
                 results[idx] = self._run_job(composed[idx], idx, launch)
                 configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
-        batching.clear()
         return [results[idx] for idx in range(len(jobs))]
 
     def _run_job(self, job: Any, idx: int, launch: Any) -> JobReturn:
