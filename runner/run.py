@@ -20,7 +20,7 @@ from runner.sweep import batching
 from runner.sweep.handoff import HANDOFF
 from runner.engine import conditioning
 from runner.outputs import png_metadata, records, thumbnails
-from runner.config.schema import job_identity, record_of, to_container
+from runner.config.schema import job_identity, override_strings, record_of, to_container
 from runner.errors import UserError
 from runner.config.job_plan import JobPlan
 from runner.outputs.writers import Writer
@@ -72,7 +72,7 @@ def _finish(job_dir: Path, record: Dict[str, Any], plan: JobPlan, outputs, start
     images, images_in = outputs
     t = time.perf_counter()
     try:
-        record["images"] = _save_images(job_dir, images, record, plan.seeds, keep_thumbnails)
+        record["images"] = _save_images(job_dir, images, record, plan, keep_thumbnails)
         if images_in:
             record["inputs"]["side_by_side"] = conditioning.save_side_by_side(job_dir, images_in, images)
     except BaseException as error:
@@ -181,11 +181,13 @@ def _execute(plan: JobPlan, job_dir: Path, record: Dict[str, Any]) -> Tuple[List
     return images, images_in
 
 
-def _save_images(job_dir: Path, images: List[Any], record: Dict[str, Any], seeds,
+def _save_images(job_dir: Path, images: List[Any], record: Dict[str, Any], plan: JobPlan,
                  keep_thumbnails: bool) -> List[Dict[str, Any]]:
     saved = []
-    for index, (image, seed) in enumerate(zip(images, seeds)):
+    for index, (image, seed) in enumerate(zip(images, plan.seeds)):
         entry = {"file": records.image_name(index, seed), "seed": seed, "index": index}
+        if plan.prompt_row is not None:
+            entry.update(prompt_id=plan.prompt_row.id, category=plan.prompt_row.category)
         records.save_png(job_dir / entry["file"], image, png_metadata.png_info(record, entry))
         if keep_thumbnails:
             thumbnails.keep(job_dir / entry["file"], image)
@@ -196,7 +198,7 @@ def _save_images(job_dir: Path, images: List[Any], record: Dict[str, Any], seeds
 def _overrides() -> List[str]:
     if not HydraConfig.initialized():
         return []
-    return list(HydraConfig.get().overrides.task)
+    return override_strings(HydraConfig.get().overrides.task)
 
 
 def _since(start: float) -> float:

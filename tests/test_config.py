@@ -7,9 +7,13 @@ from omegaconf import OmegaConf
 
 from tests.helpers import CONF, make_config
 from runner.errors import UserError
+from runner.config import prompt_sets
 from runner.config.job_plan import plan_job
 
-GROUPS = ["model", "scheduler", "lora", "conditioning", "device", "paths", "zoo", "experiment"]
+GROUPS = ["model", "scheduler", "lora", "conditioning", "device", "paths", "zoo", "experiment", "prompts"]
+# What an option needs beside itself to plan a job: a prompt set's file and row.
+NEEDS = {("prompts", "file"): [f"prompts.path={prompt_sets.BUILTIN}", "prompt=people-1"],
+         ("prompts", "builtin"): ["prompt=people-1"]}
 
 
 def options(group):
@@ -18,7 +22,8 @@ def options(group):
 
 @pytest.mark.parametrize("group,option", [(g, o) for g in GROUPS for o in options(g)])
 def test_every_option_of_every_group_composes_and_plans(group, option, tiny_zoo):
-    cfg = make_config(f"{group}={option}", "zoo=tiny" if group != "zoo" else f"zoo={option}")
+    cfg = make_config(f"{group}={option}", "zoo=tiny" if group != "zoo" else f"zoo={option}",
+                      *NEEDS.get((group, option), []))
     OmegaConf.to_container(cfg.sampling, resolve=True, throw_on_missing=True)
     if cfg.zoo.name == "tiny":
         plan = plan_job(cfg)

@@ -20,7 +20,8 @@ def test_the_wheel_carries_configs_and_runs_an_experiment(tiny_zoo, tmp_path):
     files = zipfile.ZipFile(wheel).namelist()
     assert not [name for name in files if name.startswith("benchmarks/") or "bench" in Path(name).name], \
         "the benchmarks stay out of the wheel"
-    assert {"runner/engine/state.py", "runner/config/schema.py", "hydra_plugins/lcm_runner_sweeper/lcm_sweeper.py"} <= set(files)
+    assert {"runner/engine/state.py", "runner/config/schema.py", "runner/config/builtin_prompts.tsv",
+            "hydra_plugins/lcm_runner_sweeper/lcm_sweeper.py"} <= set(files)
     subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(target),
                     str(wheel)], check=True, capture_output=True)
     assert (target / "runner/conf/config.yaml").is_file()

@@ -62,6 +62,7 @@ def entry() -> None:
     interrupts.install()
     show_traces = os.environ.get("HYDRA_FULL_ERROR") == "1"
     os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra then re-raises instead of printing: shaped below
+    sys.argv[1:] = with_vars_added(sys.argv[1:])
     try:
         check_group_choices(sys.argv[1:])
         run_app()
@@ -75,6 +76,13 @@ def entry() -> None:
             raise
         print(f"Error: {one_paragraph(error)}", file=sys.stderr)
         sys.exit(EXIT_BAD_INPUT if isinstance(error, (HydraException, OmegaConfBaseException)) else EXIT_FAILED)
+
+
+def with_vars_added(arguments: List[str]) -> List[str]:
+    """`vars.NAME=...` as `++vars.NAME=...`: template variables are new keys of `vars`, which Hydra
+    would otherwise want written with a `+`."""
+    return [f"++{argument}" if argument.startswith("vars.") and "=" in argument else argument
+            for argument in arguments]
 
 
 def check_group_choices(arguments: List[str]) -> None:

@@ -7,11 +7,13 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 from dataclasses import dataclass, field
-from typing import Any, Dict, Iterator, Optional
+from typing import Any, Dict, Iterator, List, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf.errors import InterpolationResolutionError
 
 from runner.errors import UserError
 
@@ -76,6 +78,17 @@ class ZooConfig:
 
 
 @dataclass
+class PromptsConfig:
+    """A prompt set (runner.config.prompt_sets): each row a value of the sweep axis `prompt`."""
+    kind: str = "none"  # none: sampling.prompt as written | file | builtin
+    path: Optional[str] = None  # prompts=file: a .txt, .csv, .tsv or .jsonl file
+    limit: Optional[int] = None  # the first N rows
+    sample: Optional[int] = None  # N rows drawn with `seed`, kept in file order
+    seed: int = 0
+    negative_prompt: Optional[str] = None  # for rows that have no negative_prompt of their own
+
+
+@dataclass
 class PathsConfig:
     root: str = "outputs"
     output_dir: str = MISSING
@@ -93,6 +106,10 @@ class RunConfig:
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
     device: DeviceConfig = field(default_factory=DeviceConfig)
     zoo: ZooConfig = field(default_factory=ZooConfig)
+    prompts: PromptsConfig = field(default_factory=PromptsConfig)
+    prompt: Optional[str] = None  # the prompt set's row id (its sweep axis; filled in by lcm-run's sweeper)
+    # Template variables: sampling.prompt='a photo of ${vars.subject}', swept with vars.subject=cat,dog.
+    vars: Dict[str, Any] = field(default_factory=dict)
     paths: PathsConfig = field(default_factory=PathsConfig)
     plan: bool = False  # a dry run: say what would run and load, load and write nothing
     on_invalid: str = "fail"  # a sweep with invalid jobs: "fail" before running any, or "skip" them
@@ -104,7 +121,10 @@ class RunConfig:
 
 ConfigStore.instance().store(name="run_schema", node=RunConfig)
 _TYPED_NODES = {"model": ModelConfig, "sampling": SamplingConfig, "device": DeviceConfig, "zoo": ZooConfig,
-                "paths": PathsConfig}
+                "prompts": PromptsConfig, "paths": PathsConfig}
+# Not part of what a job is: where outputs go, Hydra's settings, and how a prompt set was chosen (a
+# job's prompt text is in sampling; its row id in `prompt`).
+NOT_IDENTITY = ("hydra", "paths", "prompts")
 
 
 def _zoo_size(pixels: int, *, _root_: DictConfig) -> int:
@@ -113,6 +133,7 @@ def _zoo_size(pixels: int, *, _root_: DictConfig) -> int:
 
 
 OmegaConf.register_new_resolver("zoo_size", _zoo_size, replace=True)
+import runner.config.prompt_sets  # noqa: E402,F401  (registers ${prompt_row:...})
 
 LIMITS = {"steps": 1000, "num_images": 256, "height": 8192, "width": 8192}
 DEVICE_TYPES = ("auto", "cpu", "cuda", "mps")
@@ -127,6 +148,7 @@ SCHEDULER_TARGET_SUFFIX = "Scheduler.from_config"
 def validate(cfg: DictConfig) -> None:
     """Raise one UserError listing every value that is out of range, before anything loads."""
     _check_keys(cfg)
+    _check_prompt_fields(cfg)
     problems = list(_problems(cfg))
     if problems:
         raise UserError(
@@ -140,6 +162,38 @@ def _check_keys(cfg: DictConfig) -> None:
     for key, known in _unknown_keys(cfg):
         raise UserError(f"{key} is not a setting lcm-run knows (known here: {', '.join(sorted(known))}). "
                         "Check its spelling against `lcm-run --cfg job`, or remove it.")
+
+
+PROMPT_FIELDS = ("prompt", "negative_prompt")  # the sampling keys that template variables fill in
+_RAISED_BY_US = f"{UserError.__name__} raised while resolving interpolation: "
+_VARIABLE = re.compile(r"\$\{vars\.([^}:]+)\}")
+
+
+def _check_prompt_fields(cfg: DictConfig) -> None:
+    """The prompt fields resolve (a prompt set's row, every `${vars.NAME}` set), and every template
+    variable is used by one of them: a variable no prompt uses would sweep identical jobs."""
+    used = set()
+    for key in PROMPT_FIELDS:
+        raw = cfg.sampling._get_node(key)._value()
+        used |= set(_VARIABLE.findall(raw)) if isinstance(raw, str) else set()
+        try:
+            cfg.sampling[key]
+        except InterpolationResolutionError as error:
+            message = str(error).splitlines()[0]
+            if message.startswith(_RAISED_BY_US):  # a prompt set's own message, as OmegaConf relays it
+                raise UserError(message[len(_RAISED_BY_US):]) from None
+            missing = re.search(r"Interpolation key '([^']+)' not found", str(error))
+            if missing is None:
+                raise UserError(f"sampling.{key}={raw!r} cannot be filled in: {str(error).splitlines()[0]}") from None
+            name = missing.group(1)
+            raise UserError(f"sampling.{key} uses ${{{name}}}, which is not set. Set it ({name}=VALUE) or sweep "
+                            f"it ({name}=a,b), or take it out of the prompt.") from None
+    unused = sorted(set(cfg.get("vars") or {}) - used)
+    if unused:
+        raise UserError(f"vars.{unused[0]} is set but no prompt uses it (sampling.prompt and "
+                        f"sampling.negative_prompt hold no ${{vars.{unused[0]}}}), so every value would draw the "
+                        f"same image. Use it in a prompt, e.g. sampling.prompt='a photo of ${{vars.{unused[0]}}}', "
+                        "or drop it.")
 
 
 def _unknown_keys(cfg: DictConfig) -> Iterator[tuple]:
@@ -234,9 +288,10 @@ def _scheduler_problems(scheduler: DictConfig) -> Iterator[str]:
 
 
 def job_identity(cfg: DictConfig) -> str:
-    """What makes two jobs the same job: a hash of the resolved config, where its outputs go and
-    Hydra's own settings aside. The basis of skip-what-is-done and resume."""
-    values = {key: plain_value(cfg[key]) for key in cfg if key not in ("hydra", "paths")}
+    """What makes two jobs the same job: a hash of the resolved config, where its outputs go, Hydra's
+    own settings and the prompt set's file aside (a row is its text). The basis of skip-what-is-done
+    and resume."""
+    values = {key: plain_value(cfg[key]) for key in cfg if key not in NOT_IDENTITY}
     text = json.dumps(values, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
@@ -251,6 +306,14 @@ def record_of(cfg: DictConfig, output_dir: str) -> Dict[str, Any]:
         else:
             values[key] = plain_value(cfg[key])
     return values
+
+
+def override_strings(overrides: Any) -> List[str]:
+    """Hydra's overrides (`hydra.overrides.task`) as typed: a `${...}` inside one (a template prompt)
+    is text, not an interpolation to resolve."""
+    if OmegaConf.is_config(overrides):
+        overrides = OmegaConf.to_container(overrides, resolve=False)
+    return [str(override) for override in overrides]
 
 
 def plain_value(value: Any) -> Any:

@@ -17,7 +17,8 @@ from PIL import Image, ImageDraw, ImageFont
 
 from runner.outputs import records, thumbnails
 from runner.errors import UserError
-from runner.report.sweep_folder import Param, Row, Sweep, display_value, load_sweep, ordered_values
+from runner.report.sweep_folder import (CATEGORY, PROMPT, Param, Row, Sweep, display_value, load_sweep,
+                                        ordered_values)
 
 SHEET_STEM = "contact_sheet"
 MAX_NAME_BODY = 200  # characters of a sheet's file name after the stem (slugs are ASCII)
@@ -48,13 +49,16 @@ def write_contact_sheets(sweep: Sweep, x: Optional[str] = None, y: Optional[str]
     columns, lines = _axis_values(placed, x_param), _axis_values(placed, y_param)
     sheets = _split_by(placed, rest)
 
+    grouped = any(p.key == CATEGORY for p in rest)  # a category's sheet shows its own prompts only
+
     def write(sheet: Tuple[Tuple[Any, ...], List[Row]]) -> Path:
         rest_values, rows = sheet
         pairs = list(zip(rest, rest_values))
         name = f"{SHEET_STEM}.png" if len(sheets) == 1 else _sheet_file_name(pairs)
         title = "   ".join([sweep.folder.name, *(_label(p, v) for p, v in pairs), _axes_note(x_param, y_param)])
-        records.save_png(sweep.folder / name, _draw_sheet(sweep.folder, rows, (x_param, columns), (y_param, lines),
-                                                          title))
+        axes = ((x_param, _axis_values(rows, x_param)), (y_param, _axis_values(rows, y_param))) if grouped else \
+            ((x_param, columns), (y_param, lines))
+        records.save_png(sweep.folder / name, _draw_sheet(sweep.folder, rows, *axes, title, sweep.prompt_texts))
         return sweep.folder / name
 
     # Sheets are drawn and encoded side by side (Pillow's encoder releases the GIL): the sweep's model
@@ -102,7 +106,8 @@ def _split_by(rows: List[Row], params: List[Param]) -> List[Tuple[Tuple[Any, ...
     return [(tuple(axis[i] for axis, i in zip(axes, position)), split[position]) for position in sorted(split)]
 
 
-def _draw_sheet(folder: Path, rows: List[Row], x_axis: Axis, y_axis: Axis, title: str) -> Image.Image:
+def _draw_sheet(folder: Path, rows: List[Row], x_axis: Axis, y_axis: Axis, title: str,
+                prompt_texts: Dict[str, str]) -> Image.Image:
     (x_param, columns), (y_param, lines) = x_axis, y_axis
     cells = {(x, y): _cell(folder, [r for r in rows if _value(r, x_param) == x and _value(r, y_param) == y])
              for x in columns for y in lines}
@@ -116,11 +121,11 @@ def _draw_sheet(folder: Path, rows: List[Row], x_axis: Axis, y_axis: Axis, title
     _write(draw, font, title, (GAP, GAP, sheet.width - GAP, TITLE_H), centered=False)
     for i, x in enumerate(columns):
         left = LEFT_W + GAP + i * (cell_w + GAP)
-        _write(draw, font, _label(x_param, x), (left, TITLE_H, left + cell_w, TITLE_H + TOP_H))
+        _write(draw, font, _label(x_param, x, prompt_texts), (left, TITLE_H, left + cell_w, TITLE_H + TOP_H))
         for j, y in enumerate(lines):
             top = TITLE_H + TOP_H + j * (cell_h + GAP)
             if i == 0:
-                _write(draw, font, _label(y_param, y), (GAP, top, LEFT_W - GAP, top + cell_h))
+                _write(draw, font, _label(y_param, y, prompt_texts), (GAP, top, LEFT_W - GAP, top + cell_h))
             _paste(sheet, draw, font, cells[(x, y)], (left, top, left + cell_w, top + cell_h))
     return sheet
 
@@ -176,8 +181,13 @@ def _wrap(text: str, font, width: int, max_lines: int) -> List[str]:
     return [*lines, line]
 
 
-def _label(param: Optional[Param], value: Any) -> str:
-    return "" if param is None else f"{param.label}={display_value(param, value)}"
+def _label(param: Optional[Param], value: Any, prompt_texts: Optional[Dict[str, str]] = None) -> str:
+    """`label=value`; a prompt set's row also with its prompt (cut to the lines the label has)."""
+    if param is None:
+        return ""
+    label = f"{param.label}={display_value(param, value)}"
+    prompt = (prompt_texts or {}).get(str(value)) if param.key == PROMPT else None
+    return f"{label}: {prompt}" if prompt else label
 
 
 def _axes_note(x_param: Optional[Param], y_param: Optional[Param]) -> str:

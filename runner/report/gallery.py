@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from html import escape
 from pathlib import Path
-from typing import Any, List
+from typing import Any, Dict, List
 from urllib.parse import quote
 
 from runner.outputs import records
@@ -71,7 +71,7 @@ def write_gallery(sweep: Sweep, sheets: List[Path]) -> Path:
         _shared_settings(sweep),
         _filters(sweep),
         '<main class="items">',
-        *(_item(sweep.params, row) for row in sweep.rows),
+        *(_item(sweep.params, row, sweep.prompt_texts) for row in sweep.rows),
         "</main>",
         f"<script>{SCRIPT}</script>",
         "</body></html>\n",
@@ -103,8 +103,11 @@ def _filters(sweep: Sweep) -> str:
     return f'<form class="filters">{"".join(selects)}</form>'
 
 
-def _item(params: List[Param], row: Row) -> str:
+def _item(params: List[Param], row: Row, prompt_texts: Dict[str, str]) -> str:
     settings = [f"{escape(p.label)}={_shown(p, _raw(p, row))}" for p in params]
+    prompt = prompt_texts.get(row.prompt_id or "")
+    if prompt:  # a prompt set's row: the text beside its id, cut short
+        settings.append(f'<span class="prompt" title="{escape(prompt)}">{escape(_short(prompt))}</span>')
     data = "".join(f' data-v{i}="{_shown(p, _raw(p, row))}"' for i, p in enumerate(params))
     time = f" · {row.time:.2f} s" if row.time is not None else ""
     facts = (f"job {escape(row.job)} · seed {escape(str(row.seed))}{time} · {escape(row.status)} · "
@@ -117,6 +120,10 @@ def _item(params: List[Param], row: Row) -> str:
     problem = " problem" if row.status not in ("ok", "skipped") else ""
     listed = "".join(f"<li>{setting}</li>" for setting in settings)
     return f'<figure class="item{problem}"{data}>{shown}<figcaption><ul>{listed}</ul>{facts}</figcaption></figure>'
+
+
+def _short(text: str, limit: int = 80) -> str:
+    return text if len(text) <= limit else text[:limit - 1].rstrip() + "…"
 
 
 def _why_no_image(row: Row) -> str:

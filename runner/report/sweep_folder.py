@@ -6,7 +6,7 @@ image (or per job that left no image), whatever state each job folder is in.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Iterable, Iterator, List, Optional, Tuple, Union
 
@@ -16,6 +16,8 @@ from runner.outputs import records
 from runner.errors import UserError
 
 SEED = "sampling.seed"
+PROMPT = "prompt"  # a prompt set's row id, the sweep axis of its rows
+CATEGORY = "category"  # a row's category: groups the rows, a contact sheet each
 # Values that differ from job to job without being parameters of the sweep.
 NOT_PARAMETERS = ("paths.output_dir",)
 # Config keys whose label reads better short.
@@ -43,6 +45,8 @@ class Row:
     status: str  # ok | failed | skipped | missing (no run.json)
     time: Optional[float]  # the job's timings.total
     error: Optional[str]
+    prompt_id: Optional[str] = None  # the prompt set's row (run.json images[i].prompt_id)
+    category: Optional[str] = None  # that row's category
 
 
 @dataclass(frozen=True)
@@ -51,6 +55,7 @@ class Sweep:
     params: List[Param]
     rows: List[Row]
     shared: Dict[str, Any]  # config leaves every job that recorded its config agrees on
+    prompt_texts: Dict[str, str] = field(default_factory=dict)  # prompt set row id -> its prompt
 
     def param(self, name: str) -> Param:
         """The swept parameter called `name` (its key or its label)."""
@@ -76,8 +81,13 @@ def load_sweep(sweep_dir: Union[str, Path]) -> Sweep:
     if not any(job.record for job in jobs):
         raise UserError(_not_a_sweep(folder))
     params = _swept_params(jobs)
+    categories = {image.get("category") for job in jobs for image in job.record.get("images") or []}
+    if len(categories - {None}) > 1 and any(p.key == PROMPT for p in params):
+        params.append(Param(CATEGORY, CATEGORY))  # off the axes: a sheet per category
     rows = [row for job in jobs for row in _rows(job, params)]
-    return Sweep(folder, params, rows, _shared_config(jobs))
+    texts = {str(job.config[PROMPT]): job.config["sampling.prompt"] for job in jobs
+             if job.config.get(PROMPT) is not None and "sampling.prompt" in job.config}
+    return Sweep(folder, params, rows, _shared_config(jobs), texts)
 
 
 def display_value(param: Param, value: Any) -> str:
@@ -173,17 +183,25 @@ def _swept_params(jobs: List[_Job]) -> List[Param]:
     differing = [key for key, seen in values.items() if len(seen) > 1 and key != SEED]
     if len({seed for job in jobs for seed in _image_seeds(job)} - {None}) > 1:
         differing.append(SEED)
-    choices = [key for key in override_order if key not in values
+    choices = [key for key in override_order if (key not in values or _chooses_prompts(key))
                and len({job.overrides.get(key) for job in jobs}) > 1]  # swept config-group choices
     params = {}
     for key in differing:
-        owner = _owning_override(key, override_order) or _deciding_choice(jobs, key, choices)
+        owner = _owning_override(key, override_order)
+        if owner is None or len({job.overrides.get(owner) for job in jobs}) == 1:  # set alike, decided elsewhere
+            owner = _deciding_choice(jobs, key, choices) or owner
         if owner not in (None, key):
             params.setdefault(owner, Param(owner, owner))
         else:
             params.setdefault(key, Param(key, LABELS.get(key, key)))
     position = {key: index for index, key in enumerate(override_order)}
     return sorted(params.values(), key=lambda p: (p.key not in position, position.get(p.key, 0), p.key))
+
+
+def _chooses_prompts(key: str) -> bool:
+    """A prompt set's row (`prompt`) or a template variable (`vars.NAME`): the prompt texts it
+    decides fold into it, so that an axis shows the row id or the variable's value."""
+    return key == "prompt" or key.startswith("vars.")
 
 
 def _deciding_choice(jobs: List[_Job], key: str, choices: List[str]) -> Optional[str]:
@@ -256,8 +274,13 @@ def _rows(job: _Job, params: List[Param]) -> Iterator[Row]:
     time = (job.record.get("timings") or {}).get("total")
     error = job.record.get("error")
     images = job.record.get("images") or []
+    prompt_id = job.config.get(PROMPT)
     for image in images:
         seeded = {**values, SEED: image.get("seed")} if SEED in values else values
-        yield Row(job.name, seeded, image.get("seed"), f"{job.name}/{image['file']}", status, time, error)
+        if any(p.key == CATEGORY for p in params):
+            seeded = {**seeded, CATEGORY: image.get("category")}
+        yield Row(job.name, seeded, image.get("seed"), f"{job.name}/{image['file']}", status, time, error,
+                  image.get("prompt_id"), image.get("category"))
     if not images:
-        yield Row(job.name, values, _job_value(job, SEED), None, status, time, error)
+        yield Row(job.name, values, _job_value(job, SEED), None, status, time, error,
+                  None if prompt_id is None else str(prompt_id))

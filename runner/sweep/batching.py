@@ -19,7 +19,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from omegaconf import DictConfig
 
-from runner.config.schema import job_identity, plain_value
+from runner.config.schema import NOT_IDENTITY, job_identity, plain_value
 from runner.sweep.handoff import HANDOFF
 
 BATCHABLE = ("seed", "prompt", "negative_prompt")  # the sampling keys a batch may vary
@@ -33,7 +33,7 @@ class Ready:
 
 def batch_key(cfg: DictConfig) -> str:
     """Equal for jobs that may share one pipeline call."""
-    values = {key: plain_value(cfg[key]) for key in cfg if key not in ("hydra", "paths")}
+    values = {key: plain_value(cfg[key]) for key in cfg if key not in (*NOT_IDENTITY, "prompt", "vars")}  # prompt text only
     for key in BATCHABLE:
         values["sampling"].pop(key, None)
     return hashlib.sha256(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()

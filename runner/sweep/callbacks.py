@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from runner.sweep import chunks, expansion
 from runner.config import file_checks
 from runner.outputs import records, thumbnails, writers
-from runner.config.schema import job_identity
+from runner.config.schema import job_identity, override_strings
 from runner.errors import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, UserError, leave
 from runner.config.job_plan import plan_job
 from runner.report import build_report
@@ -62,7 +62,10 @@ class RunnerCallbacks(Callback):
     # -- multirun ---------------------------------------------------------------------------
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         self.started = time.perf_counter()
-        jobs, self.swept = expansion.expand(config)
+        try:
+            jobs, self.swept = expansion.expand(config)
+        except UserError as error:  # a prompt set that cannot be read
+            leave(EXIT_BAD_INPUT, str(error))
         self.total = None if jobs is None else len(jobs)
         sweep_dir = Path(str(config.hydra.sweep.dir)).resolve()
         if jobs is None:  # another sweeper: each job is still checked when it starts
@@ -97,7 +100,7 @@ class RunnerCallbacks(Callback):
             return
         position = self.finished + 1  # jobs may run out of grid order (cheapest switches first)
         elapsed = time.perf_counter() - self.started
-        chosen = [o for o in config.hydra.overrides.task if o.split("=", 1)[0].lstrip("+~") in self.swept]
+        chosen = [o for o in override_strings(config.hydra.overrides.task) if o.split("=", 1)[0].lstrip("+~") in self.swept]
         # In a launcher's worker process this callback never saw the sweep start: no position then.
         of_total = f"{position}/{self.total} (#{config.hydra.job.num})" if self.total else f"#{config.hydra.job.num}"
         eta = ""

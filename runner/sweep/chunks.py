@@ -38,6 +38,7 @@ from omegaconf import DictConfig, open_dict, read_write
 
 from runner.outputs import records
 from runner.errors import UserError
+from runner.config.schema import override_strings
 
 log = logging.getLogger("lcm-run")
 
@@ -115,7 +116,7 @@ def run_job(cfg: DictConfig, **run_options: Any) -> Any:
     hydra_cfg = HydraConfig.get()
     # As the sweeper batches jobs that differ only in seed or prompt, so does a chunk (same groups).
     batch_size = int(hydra_cfg.sweeper.get("batch_size") or 1)
-    return run_chunk(cfg, str(chunk), Path(str(cfg.paths.output_dir)), list(hydra_cfg.overrides.task),
+    return run_chunk(cfg, str(chunk), Path(str(cfg.paths.output_dir)), override_strings(hydra_cfg.overrides.task),
                      hydra.cfg, batch_size=batch_size, **run_options)
 
 

@@ -21,10 +21,12 @@ from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from runner.engine import state
 from runner.sweep import interrupts
+from runner.config.prompt_sets import rows_of_config
 from runner.sweep.handoff import HANDOFF
 from runner.sweep.startup import skipped_a_missing_group
 from runner.errors import UserError
 from runner.config.job_plan import JobPlan, plan_job
+from runner.config.schema import override_strings
 
 
 @dataclass
@@ -43,11 +45,30 @@ def expand(config: DictConfig) -> Tuple[Optional[List[List[str]]], List[str]]:
     """Every job's overrides and the swept keys, or (None, []) under another kind of sweeper."""
     if not str(config.hydra.sweeper.get("_target_", "")).endswith(GRID_SWEEPERS):
         return None, []
+    if config.prompts.kind != "none" and not str(config.hydra.sweeper._target_).endswith("LcmSweeper"):
+        raise UserError(f"prompts={config.prompts.kind} needs lcm-run's sweeper, which adds the axis of the set's "
+                        "rows: drop hydra/sweeper=basic.")
     params = config.hydra.sweeper.get("params") or {}
     parser = OverridesParser.create()
-    overrides = parser.parse_overrides(_arguments(params, config.hydra.overrides.task))
+    arguments = with_prompt_axis(config, override_strings(config.hydra.overrides.task))
+    overrides = parser.parse_overrides(_arguments(params, arguments))
     swept = [o.get_key_element().lstrip("+~") for o in overrides if o.is_sweep_override()]
-    return grid(params, config.hydra.overrides.task, parser), swept
+    return grid(params, arguments, parser), swept
+
+
+def with_prompt_axis(config: DictConfig, arguments: Sequence[str]) -> List[str]:
+    """The sweep's arguments and, with a prompt set (prompts=file|builtin), its rows as the axis
+    `prompt`, unless the command line sets `prompt` itself."""
+    arguments = list(arguments)
+    if config.prompts.kind == "none" or any(a.split("=", 1)[0].lstrip("+~") == "prompt" for a in arguments):
+        return arguments
+    ids = [row.id for row in rows_of_config(config)]
+    return [*arguments, "prompt=" + ",".join(_quoted(row_id) for row_id in ids)]
+
+
+def _quoted(text: str) -> str:
+    """`text` as a quoted string of Hydra's override grammar."""
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
 def grid(params, arguments, parser: OverridesParser) -> List[List[str]]:
@@ -181,7 +202,7 @@ def _master_overrides(loader, parser: OverridesParser, config: DictConfig
     left `???`, which the master skips and a job's composition refuses."""
     if skipped_a_missing_group(config):
         return None
-    fixed = [o for o in parser.parse_overrides(list(config.hydra.overrides.task)) if not o.is_sweep_override()]
+    fixed = [o for o in parser.parse_overrides(override_strings(config.hydra.overrides.task)) if not o.is_sweep_override()]
     values = [o for o in fixed if _is_value_override(loader, o)]
     if any(o.is_add() or o.is_delete() for o in values):
         return None
@@ -327,7 +348,7 @@ def _lora_loads(plans):
 def check_single(config: DictConfig) -> str:
     """The plan of a single run (RUN mode)."""
     try:
-        planned = [PlannedJob(0, list(config.hydra.overrides.task), plan_job(config))]
+        planned = [PlannedJob(0, override_strings(config.hydra.overrides.task), plan_job(config))]
     except UserError as error:
-        planned = [PlannedJob(0, list(config.hydra.overrides.task), error=str(error))]
+        planned = [PlannedJob(0, override_strings(config.hydra.overrides.task), error=str(error))]
     return describe(planned, Path(str(config.hydra.run.dir)).resolve())

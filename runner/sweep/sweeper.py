@@ -59,6 +59,7 @@ class LcmSweeper(Sweeper):
         from runner.sweep.handoff import HANDOFF
 
         assert self.config is not None and self.hydra_context is not None
+        arguments = expansion.with_prompt_axis(self.config, arguments)
         jobs = expansion.grid(self.params, arguments, OverridesParser.create(config_loader=self.hydra_context.config_loader))
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
         sweep_dir.mkdir(parents=True, exist_ok=True)
