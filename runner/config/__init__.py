@@ -2,11 +2,13 @@
 
 `schema` (the structured config and its validation), `job_plan` (what a job loads and calls),
 `sources` and `file_checks` (weight references and their files), `conditioning` (what each kind
-needs), `recorded` (a config read back from an image's metadata). Importing this package registers
-the schema with Hydra's ConfigStore and imports neither torch nor diffusers.
+needs), `prompt_sets` (a set's rows, the sweep axis `prompt`), `recorded` (a config read back from an
+image's metadata). Importing this package registers the schema with Hydra's ConfigStore and the
+`${prompt_row:...}` resolver, and imports neither torch nor diffusers.
 """
 from pathlib import Path
 
+from runner.config import prompt_sets  # noqa: F401  (registers ${prompt_row:...}, which conf/prompts/ uses)
 from runner.config.schema import (
     DeviceConfig,
     LoraEntry,

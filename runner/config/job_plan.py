@@ -13,7 +13,7 @@ from pathlib import Path
 
 from runner.config import file_checks, sources
 from runner.config.conditioning import ConditioningPlan, plan_conditioning
-from runner.config.prompt_sets import PromptRow, row_by_id, rows_of_config
+from runner.config.prompt_sets import PromptRow, row_of_config
 from runner.config.schema import validate
 from runner.config.sources import Source
 
@@ -99,7 +99,7 @@ def plan_job(cfg: DictConfig) -> JobPlan:
         conditioning=conditioning,
         call=call,
         seeds=tuple(s.seed + i for i in range(s.num_images)),
-        prompt_row=row_by_id(rows_of_config(cfg), str(cfg.prompt)) if cfg.prompts.kind != "none" else None,
+        prompt_row=row_of_config(cfg) if cfg.prompts.kind != "none" else None,
     )
 
 

@@ -37,17 +37,31 @@ class PromptRow:
     negative_prompt: Optional[str] = None
 
 
-_read: Dict[Tuple, List[PromptRow]] = {}  # (path, size, mtime) -> rows: a sweep reads its file once
+# (path, size, mtime, limit, sample, seed) -> the rows chosen, by id. A job's prompt is resolved
+# each time its config is read: the file is read and the rows chosen once per sweep.
+_chosen: Dict[Tuple, Dict[str, PromptRow]] = {}
 
 
 def prompt_rows(kind: str, path: Optional[str], limit: Optional[int] = None, sample: Optional[int] = None,
                 seed: int = 0) -> List[PromptRow]:
     """The rows of the set that `prompts.*` describe, after limit and sample."""
+    return list(_chosen_rows(kind, path, limit, sample, seed).values())
+
+
+def _chosen_rows(kind: str, path: Optional[str], limit: Optional[int], sample: Optional[int],
+                 seed: int) -> Dict[str, PromptRow]:
     if kind not in KINDS or kind == "none":
         raise UserError(f"prompts.kind={kind!r} is not a prompt set: choose prompts=file (with prompts.path) "
                         "or prompts=builtin.")
     file = BUILTIN if kind == "builtin" else _checked_path(path)
-    rows = _rows_of(file)
+    stat = file.stat()
+    key = (str(file), stat.st_size, stat.st_mtime_ns, limit, sample, seed)
+    if key not in _chosen:
+        _chosen[key] = {row.id: row for row in _choose(_rows_of(file), limit, sample, seed)}
+    return _chosen[key]
+
+
+def _choose(rows: List[PromptRow], limit: Optional[int], sample: Optional[int], seed: int) -> List[PromptRow]:
     if limit is not None:
         if limit < 1:
             raise UserError(f"prompts.limit={limit} must be at least 1 (or null for every row).")
@@ -60,11 +74,14 @@ def prompt_rows(kind: str, path: Optional[str], limit: Optional[int] = None, sam
     return rows
 
 
-def row_by_id(rows: List[PromptRow], prompt_id: str) -> PromptRow:
-    for row in rows:
-        if row.id == prompt_id:
-            return row
-    shown = ", ".join(row.id for row in rows[:8]) + (", ..." if len(rows) > 8 else "")
+def row_of_config(cfg) -> PromptRow:
+    """The row `cfg.prompt` names in the set `cfg.prompts` describes."""
+    p = cfg.prompts
+    rows = _chosen_rows(str(p.kind), p.path, p.limit, p.sample, int(p.seed))
+    prompt_id = str(cfg.prompt)
+    if prompt_id in rows:
+        return rows[prompt_id]
+    shown = ", ".join(list(rows)[:8]) + (", ..." if len(rows) > 8 else "")
     raise UserError(f"prompt={prompt_id!r} is not a row id of the prompt set (ids: {shown}). Leave `prompt` "
                     "out of the command line: lcm-run sweeps every row of the set.")
 
@@ -80,7 +97,7 @@ def _prompt_row(field: str, *, _root_) -> Optional[str]:
     if _root_.get("prompt") is None:
         raise UserError(f"prompts={_root_.prompts.kind} sweeps one job per prompt of the set: add -m (lcm-run -m "
                         f"prompts={_root_.prompts.kind} ...), or pick one row with prompt=ID.")
-    row = row_by_id(rows_of_config(_root_), str(_root_.prompt))
+    row = row_of_config(_root_)
     if field == "negative_prompt":
         return row.negative_prompt if row.negative_prompt is not None else _root_.prompts.negative_prompt
     return row.prompt
@@ -104,20 +121,17 @@ def _checked_path(path: Optional[str]) -> Path:
 
 
 def _rows_of(file: Path) -> List[PromptRow]:
-    stat = file.stat()
-    key = (str(file), stat.st_size, stat.st_mtime_ns)
-    if key not in _read:
-        try:
-            text = file.read_text(encoding="utf-8-sig")
-        except (OSError, UnicodeDecodeError) as error:
-            raise UserError(f"prompts.path={str(file)!r} cannot be read as UTF-8 text ({error}).") from None
-        rows = _parse(file, text)
-        if not rows:
-            raise UserError(f"{file} holds no prompt: add prompts to it (one a line in a .txt file, a `prompt` "
-                            "column in a table, a `prompt` key per JSON line).")
-        _check_unique(file, rows)
-        _read[key] = [row for _, row in rows]
-    return _read[key]
+    """Every row of the file, checked."""
+    try:
+        text = file.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as error:
+        raise UserError(f"prompts.path={str(file)!r} cannot be read as UTF-8 text ({error}).") from None
+    rows = _parse(file, text)
+    if not rows:
+        raise UserError(f"{file} holds no prompt: add prompts to it (one a line in a .txt file, a `prompt` "
+                        "column in a table, a `prompt` key per JSON line).")
+    _check_unique(file, rows)
+    return [row for _, row in rows]
 
 
 def _parse(file: Path, text: str) -> List[Tuple[int, PromptRow]]:

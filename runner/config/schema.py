@@ -133,7 +133,6 @@ def _zoo_size(pixels: int, *, _root_: DictConfig) -> int:
 
 
 OmegaConf.register_new_resolver("zoo_size", _zoo_size, replace=True)
-import runner.config.prompt_sets  # noqa: E402,F401  (registers ${prompt_row:...})
 
 LIMITS = {"steps": 1000, "num_images": 256, "height": 8192, "width": 8192}
 DEVICE_TYPES = ("auto", "cpu", "cuda", "mps")
@@ -174,7 +173,7 @@ def _check_prompt_fields(cfg: DictConfig) -> None:
     variable is used by one of them: a variable no prompt uses would sweep identical jobs."""
     used = set()
     for key in PROMPT_FIELDS:
-        raw = cfg.sampling._get_node(key)._value()
+        raw = OmegaConf.to_container(cfg.sampling, resolve=False)[key]
         used |= set(_VARIABLE.findall(raw)) if isinstance(raw, str) else set()
         try:
             cfg.sampling[key]
