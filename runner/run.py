@@ -69,10 +69,10 @@ def run(cfg: DictConfig, output_dir: Optional[Union[str, Path]] = None,
 def _finish(job_dir: Path, record: Dict[str, Any], plan: JobPlan, outputs, started: float,
             keep_thumbnails: bool = False) -> None:
     """Save the images (and the side-by-side picture), then run.json: the job is done when it is."""
-    images, images_in = outputs
+    images, images_in, scores = outputs
     t = time.perf_counter()
     try:
-        record["images"] = _save_images(job_dir, images, record, plan, keep_thumbnails)
+        record["images"] = _save_images(job_dir, images, record, plan, scores, keep_thumbnails)
         if images_in:
             record["inputs"]["side_by_side"] = conditioning.save_side_by_side(job_dir, images_in, images)
     except BaseException as error:
@@ -178,16 +178,25 @@ def _execute(plan: JobPlan, job_dir: Path, record: Dict[str, Any]) -> Tuple[List
     images = pipe.image_processor.numpy_to_pil(arrays)  # what output_type="pil" does
     timings["generate"] = _since(t)
 
-    return images, images_in
+    scores = [{} for _ in images]
+    if plan.metrics:
+        from runner.engine import metrics
+
+        t = time.perf_counter()
+        scores = metrics.score_images(plan.metrics, images, plan.call["prompt"], images_in, plan.conditioning.canny)
+        timings["score"] = _since(t)
+    return images, images_in, scores
 
 
 def _save_images(job_dir: Path, images: List[Any], record: Dict[str, Any], plan: JobPlan,
-                 keep_thumbnails: bool) -> List[Dict[str, Any]]:
+                 scores: List[Dict[str, float]], keep_thumbnails: bool) -> List[Dict[str, Any]]:
     saved = []
-    for index, (image, seed) in enumerate(zip(images, plan.seeds)):
+    for index, (image, seed, score) in enumerate(zip(images, plan.seeds, scores)):
         entry = {"file": records.image_name(index, seed), "seed": seed, "index": index}
         if plan.prompt_row is not None:
             entry.update(prompt_id=plan.prompt_row.id, category=plan.prompt_row.category)
+        if score:
+            entry["metrics"] = score
         records.save_png(job_dir / entry["file"], image, png_metadata.png_info(record, entry))
         if keep_thumbnails:
             thumbnails.keep(job_dir / entry["file"], image)

@@ -10,10 +10,11 @@ from runner.errors import UserError
 from runner.config import prompt_sets
 from runner.config.job_plan import plan_job
 
-GROUPS = ["model", "scheduler", "lora", "conditioning", "device", "paths", "zoo", "experiment", "prompts"]
-# What an option needs beside itself to plan a job: a prompt set's file and row.
+GROUPS = ["model", "scheduler", "lora", "conditioning", "device", "paths", "zoo", "experiment", "prompts", "metrics"]
+# What an option needs beside itself to plan a job: a prompt set's file and row, a metric's workflow.
 NEEDS = {("prompts", "file"): [f"prompts.path={prompt_sets.BUILTIN}", "prompt=people-1"],
-         ("prompts", "builtin"): ["prompt=people-1"]}
+         ("prompts", "builtin"): ["prompt=people-1"],
+         ("metrics", "edge_f1"): ["experiment=controlnet_canny"], ("metrics", "masked_psnr"): ["experiment=inpaint"]}
 
 
 def options(group):

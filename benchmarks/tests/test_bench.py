@@ -4,6 +4,7 @@ No timing is asserted (the machine may be busy): only that every time is there a
 the ratios come from those times, and that lcm-run and the naive app made the floor's pixels."""
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -142,3 +143,14 @@ def test_lcm_run_overrides_reach_lcm_runs_jobs_only(tiny_zoo, tmp_path):
     lines = "\n".join(bench._preamble({"machine": bench.machine(), "settings": {
         **bench._settings_dict(settings), "device": "cpu", "floor_saves": bench.FLOOR_SAVES}}))
     assert "lcm-run -m` in-process, one model load, with `device.channels_last=true sampling.num_images=1`" in lines
+
+
+@pytest.mark.slow
+def test_the_metrics_benchmark_prices_a_scored_sweep_against_a_plain_one(tiny_zoo, capsys):
+    from benchmarks import bench_metrics
+
+    assert bench_metrics.main(["--repeats", "1"]) == 0
+    table = capsys.readouterr().out
+    rows = dict(re.findall(r"^\| ([^|]+) \| ([\d.]+) \|$", table, re.M))
+    assert set(rows) == {"no metrics", "metrics=[clip_score]", "ratio"}
+    assert float(rows["ratio"]) == pytest.approx(float(rows["metrics=[clip_score]"]) / float(rows["no metrics"]), abs=2e-3)

@@ -99,11 +99,16 @@ def check_group_choices(arguments: List[str]) -> None:
         if override.is_delete() or not group.is_dir():
             continue
         value = override.value()
-        for choice in getattr(value, "list", None) or [value]:
+        for choice in _choices(getattr(value, "list", None) or [value]):
             if not isinstance(choice, str) or not choice.isprintable():  # a NUL byte crashes Hydra's file lookup
                 options = ", ".join(sorted(p.stem for p in group.glob("*.yaml")))
                 raise UserError(f"{override.key_or_group}={choice!r} is not an option of {override.key_or_group}: "
                                 f"choose one of {options}.")
+
+
+def _choices(values: List) -> List:
+    """The options named: a list value selects several of a group (metrics=[clip_score,edge_f1])."""
+    return [choice for value in values for choice in (value if isinstance(value, list) else [value])]
 
 
 def one_paragraph(error: BaseException) -> str:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from runner.config import file_checks, sources
 from runner.config.conditioning import ConditioningPlan, plan_conditioning
+from runner.config.metrics import MetricPlan, plan_metrics
 from runner.config.prompt_sets import PromptRow, row_of_config
 from runner.config.schema import validate
 from runner.config.sources import Source
@@ -46,6 +47,7 @@ class JobPlan:
     call: Dict[str, Any]  # pipeline keywords by diffusers' names, without images or generators
     seeds: Tuple[int, ...]
     prompt_row: Optional[PromptRow] = None  # the prompt set's row this job draws (prompts=file|builtin)
+    metrics: Tuple[MetricPlan, ...] = ()  # the scores each image gets
 
     @property
     def components(self) -> Dict[str, Source]:
@@ -55,6 +57,7 @@ class JobPlan:
             found["vae"] = self.vae
         if self.conditioning.component:
             found[self.conditioning.component] = self.conditioning.model
+        found.update((metric.name, metric.model) for metric in self.metrics if metric.model is not None)
         return found
 
 
@@ -100,6 +103,7 @@ def plan_job(cfg: DictConfig) -> JobPlan:
         call=call,
         seeds=tuple(s.seed + i for i in range(s.num_images)),
         prompt_row=row_of_config(cfg) if cfg.prompts.kind != "none" else None,
+        metrics=plan_metrics(cfg.metrics, conditioning.kind, twins),
     )
 
 

@@ -89,6 +89,18 @@ class PromptsConfig:
 
 
 @dataclass
+class MetricConfig:
+    """One per-image score (runner.config.metrics): `metrics.<name>.*`."""
+    kind: str = MISSING  # clip (CLIP-style image-text score) | edge_f1 | masked_psnr
+    model: Optional[str] = None  # clip: the model (hub id or folder)
+    processor: Optional[str] = None  # clip: its processor, where the model's repo has none (null: the model's)
+    scale: Optional[float] = 100.0  # clip: score = scale x cosine; null: the model's own logit scale
+    floor: Optional[float] = 0.0  # clip: scores below it are raised to it (torchmetrics' CLIP score: 0); null: none
+    tolerance: int = 2  # edge_f1: pixels an edge may be off and still match
+    cap: float = 100.0  # masked_psnr: dB for identical regions (JSON has no infinity)
+
+
+@dataclass
 class PathsConfig:
     root: str = "outputs"
     output_dir: str = MISSING
@@ -110,6 +122,8 @@ class RunConfig:
     prompt: Optional[str] = None  # the prompt set's row id (its sweep axis; filled in by lcm-run's sweeper)
     # Template variables: sampling.prompt='a photo of ${vars.subject}', swept with vars.subject=cat,dog.
     vars: Dict[str, Any] = field(default_factory=dict)
+    # Per-image scores, by option name: metrics=[clip_score,edge_f1] (conf/metrics/).
+    metrics: Dict[str, MetricConfig] = field(default_factory=dict)
     paths: PathsConfig = field(default_factory=PathsConfig)
     plan: bool = False  # a dry run: say what would run and load, load and write nothing
     on_invalid: str = "fail"  # a sweep with invalid jobs: "fail" before running any, or "skip" them
@@ -122,9 +136,9 @@ class RunConfig:
 ConfigStore.instance().store(name="run_schema", node=RunConfig)
 _TYPED_NODES = {"model": ModelConfig, "sampling": SamplingConfig, "device": DeviceConfig, "zoo": ZooConfig,
                 "prompts": PromptsConfig, "paths": PathsConfig}
-# Not part of what a job is: where outputs go, Hydra's settings, and how a prompt set was chosen (a
-# job's prompt text is in sampling; its row id in `prompt`).
-NOT_IDENTITY = ("hydra", "paths", "prompts")
+# Not part of what a job is: where outputs go, Hydra's settings, how a prompt set was chosen (a
+# job's prompt text is in sampling; its row id in `prompt`), and how its images are scored.
+NOT_IDENTITY = ("hydra", "paths", "prompts", "metrics")
 
 
 def _zoo_size(pixels: int, *, _root_: DictConfig) -> int:
@@ -205,9 +219,10 @@ def _unknown_keys(cfg: DictConfig) -> Iterator[tuple]:
     for key, schema in _TYPED_NODES.items():
         allowed = _fields(schema)
         yield from ((f"{key}.{k}", allowed) for k in cfg[key] if k not in allowed)
-    allowed = _fields(LoraEntry)
-    for name, entry in cfg.lora.items():
-        yield from ((f"lora.{name}.{k}", allowed) for k in entry if k not in allowed)
+    for node, schema in (("lora", LoraEntry), ("metrics", MetricConfig)):
+        allowed = _fields(schema)
+        for name, entry in cfg[node].items():
+            yield from ((f"{node}.{name}.{k}", allowed) for k in entry if k not in allowed)
 
 
 def _fields(schema: type) -> set:

@@ -8,6 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Dict, Optional, Union
 
+from runner.report.cells import write_cells_csv, write_plots
 from runner.report.contact_sheets import write_contact_sheets
 from runner.report.gallery import write_gallery
 from runner.report.summary_csv import write_summary_csv
@@ -15,11 +16,15 @@ from runner.report.sweep_folder import load_sweep
 
 
 def build_report(sweep_dir: Union[str, Path], x: Optional[str] = None, y: Optional[str] = None) -> Dict[str, Any]:
-    """Write summary.csv, the contact sheets and index.html; return their paths.
+    """Write summary.csv, the contact sheets, cells.csv and the metric plots (where images have
+    metrics) and index.html; return their paths.
 
-    {"contact_sheets": [Path, ...], "summary": Path, "gallery": Path}. Raises UserError for a
-    folder that is not a sweep or an axis that is not a swept parameter, before writing anything.
+    {"contact_sheets": [Path, ...], "summary": Path, "cells": Path or None, "plots": [Path, ...],
+    "gallery": Path}. Raises UserError for a folder that is not a sweep or an axis that is not a swept
+    parameter, before writing anything.
     """
     sweep = load_sweep(sweep_dir)
     sheets = write_contact_sheets(sweep, x, y)  # first: it checks the axes
-    return {"contact_sheets": sheets, "summary": write_summary_csv(sweep), "gallery": write_gallery(sweep, sheets)}
+    written = {"contact_sheets": sheets, "summary": write_summary_csv(sweep), "cells": write_cells_csv(sweep),
+               "plots": write_plots(sweep)}
+    return {**written, "gallery": write_gallery(sweep, sheets, written["plots"])}

@@ -26,6 +26,7 @@ MIN_CELL = 128  # cells of tiny images stay wide enough for their labels
 GAP = 4
 FONT_SIZE = 14
 LINE = 18  # px per line of text
+MAX_SCORE_LINES = 3  # scores printed under an image
 LEFT_W = 200  # the column of Y labels
 TOP_H = 3 * LINE + GAP  # the band of X labels (three lines at the most)
 TITLE_H = 2 * LINE + GAP
@@ -111,9 +112,10 @@ def _draw_sheet(folder: Path, rows: List[Row], x_axis: Axis, y_axis: Axis, title
     (x_param, columns), (y_param, lines) = x_axis, y_axis
     cells = {(x, y): _cell(folder, [r for r in rows if _value(r, x_param) == x and _value(r, y_param) == y])
              for x in columns for y in lines}
-    thumbs = [c for c in cells.values() if isinstance(c, Image.Image)]
+    thumbs = [c for c, _ in cells.values() if isinstance(c, Image.Image)]
+    score_h = LINE * min(MAX_SCORE_LINES, max([len(row.metrics) for _, row in cells.values() if row] or [0]))
     cell_w = max([MIN_CELL, *(t.width for t in thumbs)])
-    cell_h = max([MIN_CELL, *(t.height for t in thumbs)])
+    cell_h = max([MIN_CELL, *(t.height for t in thumbs)]) + score_h  # a line per score under the image
     sheet = Image.new("RGB", (LEFT_W + len(columns) * (cell_w + GAP) + GAP,
                               TITLE_H + TOP_H + len(lines) * (cell_h + GAP) + GAP), BACKGROUND)
     draw = ImageDraw.Draw(sheet)
@@ -126,7 +128,11 @@ def _draw_sheet(folder: Path, rows: List[Row], x_axis: Axis, y_axis: Axis, title
             top = TITLE_H + TOP_H + j * (cell_h + GAP)
             if i == 0:
                 _write(draw, font, _label(y_param, y, prompt_texts), (GAP, top, LEFT_W - GAP, top + cell_h))
-            _paste(sheet, draw, font, cells[(x, y)], (left, top, left + cell_w, top + cell_h))
+            content, shown = cells[(x, y)]
+            image_bottom = top + cell_h - score_h
+            _paste(sheet, draw, font, content, (left, top, left + cell_w, image_bottom))
+            for n, text in enumerate(_scores(shown)[:MAX_SCORE_LINES] if shown is not None else []):
+                _write(draw, font, text, (left, image_bottom + n * LINE, left + cell_w, image_bottom + (n + 1) * LINE))
     return sheet
 
 
@@ -134,16 +140,21 @@ def _value(row: Row, param: Optional[Param]) -> Any:
     return None if param is None else row.values[param.key]
 
 
-def _cell(folder: Path, rows: List[Row]) -> Union[Image.Image, str]:
-    """The first readable image among the cell's rows, else why there is none."""
+def _cell(folder: Path, rows: List[Row]) -> Tuple[Union[Image.Image, str], Optional[Row]]:
+    """The first readable image among the cell's rows and its row, else why there is none."""
     for row in rows:
         if row.file is not None:
             try:
-                return thumbnails.of(folder / row.file)
+                return thumbnails.of(folder / row.file), row
             except OSError:
                 continue
     failed = [row for row in rows if row.status not in ("ok", "missing")]
-    return f"{failed[0].status} (job {failed[0].job})" if failed else "missing"
+    return (f"{failed[0].status} (job {failed[0].job})" if failed else "missing"), None
+
+
+def _scores(row: Row) -> List[str]:
+    """The image's scores, a line each, as printed under it."""
+    return [f"{name} {value:.3g}" for name, value in row.metrics.items()]
 
 
 def _paste(sheet: Image.Image, draw: ImageDraw.ImageDraw, font, content, box: Tuple[int, int, int, int]) -> None:

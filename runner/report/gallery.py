@@ -7,10 +7,11 @@ from __future__ import annotations
 
 from html import escape
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Sequence
 from urllib.parse import quote
 
 from runner.outputs import records
+from runner.report.cells import CELLS_CSV
 from runner.report.summary_csv import SUMMARY_CSV
 from runner.report.sweep_folder import Param, Row, Sweep, display_value, ordered_values
 
@@ -28,6 +29,7 @@ body { font: 14px/1.4 system-ui, sans-serif; margin: 1.5em; color: #111; }
 .item ul { list-style: none; margin: 4px 0; padding: 0; }
 .item pre { white-space: pre-wrap; word-break: break-word; }
 .shared dt { font-weight: bold; } .shared dd { margin: 0 0 4px 1em; }
+.plots img { max-width: 48%; margin-right: 1%; }
 """
 
 # Filters hide the items that do not match every chosen value. Each thumbnail marks whether it
@@ -45,6 +47,17 @@ function applyFilters() {
 }
 filters.forEach(f => f.addEventListener('change', applyFilters));
 applyFilters();
+const order = document.querySelector('select[data-sort]');
+if (order) order.addEventListener('change', () => {
+  const key = order.value, main = document.querySelector('.items');
+  const value = item => key ? -parseFloat(item.dataset['m' + key] ?? 'Infinity') : items.indexOf(item);
+  [...items].sort((a, b) => value(a) - value(b)).forEach(item => main.appendChild(item));
+});
+const wanted = new URLSearchParams(location.hash.slice(1)).get('sort');  // index.html#sort=clip_score
+if (order && wanted) {
+  order.value = [...order.options].find(option => option.dataset.metric === wanted)?.value ?? '';
+  order.dispatchEvent(new Event('change'));
+}
 let loaded = 0;
 function mark(img) {
   img.dataset.loaded = img.naturalWidth > 0 ? 'yes' : 'no';
@@ -57,7 +70,7 @@ for (const img of document.querySelectorAll('img.thumb')) {
 """
 
 
-def write_gallery(sweep: Sweep, sheets: List[Path]) -> Path:
+def write_gallery(sweep: Sweep, sheets: List[Path], plots: Sequence[Path] = ()) -> Path:
     images = sum(row.file is not None for row in sweep.rows)
     name = escape(sweep.folder.name)
     parts = [
@@ -68,10 +81,11 @@ def write_gallery(sweep: Sweep, sheets: List[Path]) -> Path:
         f'<p>{images} images from {len({row.job for row in sweep.rows})} jobs. <span id="shown"></span>. '
         f'Table: {_link(SUMMARY_CSV, SUMMARY_CSV)}</p>',
         _sheet_links(sweep.folder, sheets),
+        _plots(sweep.folder, plots),
         _shared_settings(sweep),
         _filters(sweep),
         '<main class="items">',
-        *(_item(sweep.params, row, sweep.prompt_texts) for row in sweep.rows),
+        *(_item(sweep.params, row, sweep.prompt_texts, sweep.metrics) for row in sweep.rows),
         "</main>",
         f"<script>{SCRIPT}</script>",
         "</body></html>\n",
@@ -79,6 +93,16 @@ def write_gallery(sweep: Sweep, sheets: List[Path]) -> Path:
     path = sweep.folder / GALLERY
     records.atomic_write_bytes(path, "\n".join(parts).encode("utf-8"))
     return path
+
+
+def _plots(folder: Path, plots: Sequence[Path]) -> str:
+    """The metric plots (their PNGs shown, each linking to its SVG) and cells.csv."""
+    shown = [path for path in plots if path.suffix == ".png"]
+    if not shown:
+        return ""
+    figures = "".join(f'<a href="{_url(path.with_suffix(".svg").name)}"><img class="plot" src="{_url(path.name)}" '
+                      f'alt="{escape(path.stem)}"></a>' for path in shown)
+    return f'<section class="plots"><p>Scores per cell, best first: {_link(CELLS_CSV, CELLS_CSV)}</p>{figures}</section>'
 
 
 def _sheet_links(folder: Path, sheets: List[Path]) -> str:
@@ -100,15 +124,21 @@ def _filters(sweep: Sweep) -> str:
         options = "".join(f'<option value="{_shown(param, v)}">{_shown(param, v)}</option>' for v in values)
         selects.append(f'<label>{escape(param.label)} <select data-filter="{i}">'
                        f'<option value="">all</option>{options}</select></label>')
+    if sweep.metrics:  # best first by the chosen metric; unscored images last
+        options = "".join(f'<option value="{i}" data-metric="{escape(name)}">{escape(name)}, best first</option>'
+                          for i, name in enumerate(sweep.metrics))
+        selects.append(f'<label>order <select data-sort=""><option value="">as run</option>{options}</select></label>')
     return f'<form class="filters">{"".join(selects)}</form>'
 
 
-def _item(params: List[Param], row: Row, prompt_texts: Dict[str, str]) -> str:
+def _item(params: List[Param], row: Row, prompt_texts: Dict[str, str], metrics: List[str]) -> str:
     settings = [f"{escape(p.label)}={_shown(p, _raw(p, row))}" for p in params]
+    settings += [f"{escape(name)}={row.metrics[name]:.4g}" for name in metrics if name in row.metrics]
     prompt = prompt_texts.get(row.prompt_id or "")
     if prompt:  # a prompt set's row: the text beside its id, cut short
         settings.append(f'<span class="prompt" title="{escape(prompt)}">{escape(_short(prompt))}</span>')
     data = "".join(f' data-v{i}="{_shown(p, _raw(p, row))}"' for i, p in enumerate(params))
+    data += "".join(f' data-m{i}="{row.metrics[name]!r}"' for i, name in enumerate(metrics) if name in row.metrics)
     time = f" · {row.time:.2f} s" if row.time is not None else ""
     facts = (f"job {escape(row.job)} · seed {escape(str(row.seed))}{time} · {escape(row.status)} · "
              f"{_link(f'{row.job}/{records.RUN_JSON}', records.RUN_JSON)}")

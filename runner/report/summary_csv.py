@@ -1,5 +1,6 @@
 """summary.csv: one row per image of the sweep (one per job that left none), a column per swept
-parameter, then seed, a prompt set's prompt_id and category, file, status, time and error."""
+parameter, then seed, a prompt set's prompt_id and category, a column per metric, file, status, time
+and error."""
 from __future__ import annotations
 
 import csv
@@ -16,15 +17,15 @@ def write_summary_csv(sweep: Sweep) -> Path:
     labels = [p.label for p in sweep.params]
     prompted = [name for name in ("prompt_id", "category") if name not in labels] \
         if any(row.prompt_id is not None for row in sweep.rows) else []  # a prompt set's rows
-    header = ["job", *labels, *(["seed"] if "seed" not in labels else []), *prompted, "file", "status", "time",
-              "error"]
+    header = ["job", *labels, *(["seed"] if "seed" not in labels else []), *prompted, *sweep.metrics, "file",
+              "status", "time", "error"]
     text = io.StringIO()
     writer = csv.DictWriter(text, fieldnames=header, lineterminator="\n")
     writer.writeheader()
     for row in sweep.rows:
         fields = {p.label: row.values.get(p.key) for p in sweep.params}
         extra = {name: getattr(row, name) for name in prompted}
-        writer.writerow({**fields, **extra, "job": row.job, "seed": row.seed, "file": row.file, "status": row.status,
+        writer.writerow({**fields, **extra, **row.metrics, "job": row.job, "seed": row.seed, "file": row.file, "status": row.status,
                          "time": row.time, "error": row.error})
     path = sweep.folder / SUMMARY_CSV
     records.atomic_write_bytes(path, text.getvalue().encode("utf-8"))

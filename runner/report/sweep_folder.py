@@ -47,6 +47,7 @@ class Row:
     error: Optional[str]
     prompt_id: Optional[str] = None  # the prompt set's row (run.json images[i].prompt_id)
     category: Optional[str] = None  # that row's category
+    metrics: Dict[str, float] = field(default_factory=dict)  # run.json images[i].metrics
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,11 @@ class Sweep:
     rows: List[Row]
     shared: Dict[str, Any]  # config leaves every job that recorded its config agrees on
     prompt_texts: Dict[str, str] = field(default_factory=dict)  # prompt set row id -> its prompt
+
+    @property
+    def metrics(self) -> List[str]:
+        """The metric names the images carry, in the order they first appear."""
+        return list(dict.fromkeys(name for row in self.rows for name in row.metrics))
 
     def param(self, name: str) -> Param:
         """The swept parameter called `name` (its key or its label)."""
@@ -280,7 +286,7 @@ def _rows(job: _Job, params: List[Param]) -> Iterator[Row]:
         if any(p.key == CATEGORY for p in params):
             seeded = {**seeded, CATEGORY: image.get("category")}
         yield Row(job.name, seeded, image.get("seed"), f"{job.name}/{image['file']}", status, time, error,
-                  image.get("prompt_id"), image.get("category"))
+                  image.get("prompt_id"), image.get("category"), dict(image.get("metrics") or {}))
     if not images:
         yield Row(job.name, values, _job_value(job, SEED), None, status, time, error,
                   None if prompt_id is None else str(prompt_id))

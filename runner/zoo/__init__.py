@@ -9,6 +9,7 @@ format, so the diffusers code that loads real weights loads these unchanged, off
     <zoo>/papercut/                style LoRA twin, kohya keys
     <zoo>/controlnet-canny-sdxl/   ControlNetModel folder
     <zoo>/t2i-adapter-canny-sdxl/  T2IAdapter folder (full_adapter_xl)
+    <zoo>/clip-vit-large-patch14/  CLIPModel + CLIPProcessor, the metrics' scorer
     <zoo>/images/                  procedurally drawn input images
 
 This module finds, locks, builds and checks the zoo; `twins` builds the models (`tokenizer` their
@@ -31,7 +32,7 @@ import tempfile
 import time
 from pathlib import Path
 
-ZOO_VERSION = "2"  # 2: the fp16-fix VAE and TAESD-XL twins
+ZOO_VERSION = "3"  # 2: the fp16-fix VAE and TAESD-XL twins; 3: a CLIP scorer
 # One 4-step LCM text-to-image job (1 image, VAE decode included) takes about 0.4-0.6 s at this
 # size on a 2-core CPU. Any size the XL T2I-Adapter takes must be a multiple of 16 (it
 # pixel-unshuffles by 16); SDXL pipelines alone need multiples of 8.
@@ -69,7 +70,7 @@ def build_zoo(dest: Path) -> None:
     import torch
 
     from runner.zoo.images import draw_images
-    from runner.zoo.twins import (build_base_components, build_controlnet, build_inpaint_pipeline,
+    from runner.zoo.twins import (build_base_components, build_clip, build_controlnet, build_inpaint_pipeline,
                                   build_lcm_lora, build_papercut_lora, build_t2i_adapter, tiny_autoencoder, tiny_vae)
 
     dest = Path(dest)
@@ -84,6 +85,7 @@ def build_zoo(dest: Path) -> None:
         build_t2i_adapter(dest / "t2i-adapter-canny-sdxl")
         tiny_vae(seed=8, force_upcast=False).save_pretrained(dest / "sdxl-vae-fp16-fix")
         tiny_autoencoder().save_pretrained(dest / "taesdxl")
+        build_clip(dest / "clip-vit-large-patch14")
     draw_images(dest / "images")
     _write_manifest(dest)
     _log(f"built in {time.perf_counter() - started:.1f}s")

@@ -45,26 +45,31 @@ def write_tokenizers(pipeline_dir: Path) -> None:
         folder = pipeline_dir / name
         shutil.rmtree(folder, ignore_errors=True)
         folder.mkdir()
-        (folder / "vocab.json").write_text(json.dumps(bpe_vocab(), ensure_ascii=False) + "\n")
-        merges = "".join(f"{a} {b}\n" for a, b in bpe_merges())
-        (folder / "merges.txt").write_text("#version: 0.2\n" + merges)
-        specials = {
-            "bos_token": "<|startoftext|>",
-            "eos_token": "<|endoftext|>",
-            "unk_token": "<|endoftext|>",
-            "pad_token": pad_token,
-        }
-        config = {
-            **specials,
-            "tokenizer_class": "CLIPTokenizer",
-            "model_max_length": 77,
-            "do_lower_case": True,
-            "clean_up_tokenization_spaces": True,
-            "errors": "replace",
-            "add_prefix_space": False,
-        }
-        _write_json(folder / "special_tokens_map.json", specials)
-        _write_json(folder / "tokenizer_config.json", config)
+        write_tokenizer(folder, pad_token)
+
+
+def write_tokenizer(folder: Path, pad_token: str = "<|endoftext|>") -> None:
+    """One CLIP tokenizer's files in `folder`."""
+    (folder / "vocab.json").write_text(json.dumps(bpe_vocab(), ensure_ascii=False) + "\n")
+    merges = "".join(f"{a} {b}\n" for a, b in bpe_merges())
+    (folder / "merges.txt").write_text("#version: 0.2\n" + merges)
+    specials = {
+        "bos_token": "<|startoftext|>",
+        "eos_token": "<|endoftext|>",
+        "unk_token": "<|endoftext|>",
+        "pad_token": pad_token,
+    }
+    config = {
+        **specials,
+        "tokenizer_class": "CLIPTokenizer",
+        "model_max_length": 77,
+        "do_lower_case": True,
+        "clean_up_tokenization_spaces": True,
+        "errors": "replace",
+        "add_prefix_space": False,
+    }
+    _write_json(folder / "special_tokens_map.json", specials)
+    _write_json(folder / "tokenizer_config.json", config)
 
 
 def _write_json(path: Path, content: dict) -> None:

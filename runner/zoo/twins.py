@@ -1,5 +1,5 @@
 """The tiny twins: SDXL's architectures (UNet, VAE, two CLIP text encoders, inpainting UNet,
-ControlNet, T2I-Adapter, fp16-fix VAE, TAESD-XL) and its LoRAs, narrowed so that a CPU runs a job in
+ControlNet, T2I-Adapter, fp16-fix VAE, TAESD-XL), its LoRAs and a CLIP scorer, narrowed so that a CPU runs a job in
 well under a second, with seeded random weights, saved in the real on-disk formats. torch and
 diffusers are imported inside the builders."""
 from __future__ import annotations
@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from runner.zoo import TINY_HEIGHT
-from runner.zoo.tokenizer import bpe_merges, bpe_vocab, write_tokenizers
+from runner.zoo.tokenizer import bpe_merges, bpe_vocab, write_tokenizer, write_tokenizers
 
 # SDXL's layout, narrowed so that a CPU runs a job in well under a second. Cross-attention
 # width is the two text encoders' widths together, as in SDXL (768 + 1280 = 2048).
@@ -330,3 +330,42 @@ def build_t2i_adapter(folder: Path) -> None:
     )
     adapter.adapter.conv_in.weight.mul_(ADAPTER_INPUT_SCALE)
     adapter.save_pretrained(folder)
+
+
+CLIP_WIDTH = 32  # openai/clip-vit-large-patch14: text 768, vision 1024, projection 768
+CLIP_IMAGE_SIZE = 32  # 224 in the real processor; patches of 8 (14)
+CLIP_SHARED_DIRECTION = 0.8
+CLIP_PREPROCESSOR = {  # openai/clip-vit-large-patch14's preprocessor_config.json, at the twin's size
+    "crop_size": {"height": CLIP_IMAGE_SIZE, "width": CLIP_IMAGE_SIZE},
+    "do_center_crop": True, "do_convert_rgb": True, "do_normalize": True, "do_rescale": True, "do_resize": True,
+    "image_mean": [0.48145466, 0.4578275, 0.40821073], "image_std": [0.26862954, 0.26130258, 0.27577711],
+    "image_processor_type": "CLIPImageProcessor", "processor_class": "CLIPProcessor", "resample": 3,
+    "rescale_factor": 0.00392156862745098, "size": {"shortest_edge": CLIP_IMAGE_SIZE},
+}
+
+
+def build_clip(folder: Path) -> None:
+    """A CLIP model with its processor in one folder, as openai/clip-vit-large-patch14 ships them: the
+    scorer of the CLIP-style metrics (CLIP score, PickScore)."""
+    import json
+
+    from transformers import CLIPConfig, CLIPModel
+
+    vocab = bpe_vocab()
+    layers = dict(hidden_size=CLIP_WIDTH, intermediate_size=4 * CLIP_WIDTH, num_attention_heads=4, num_hidden_layers=2)
+    config = CLIPConfig(
+        text_config=dict(**layers, vocab_size=len(vocab), max_position_embeddings=77, hidden_act="quick_gelu",
+                         bos_token_id=vocab["<|startoftext|>"], eos_token_id=vocab["<|endoftext|>"],
+                         pad_token_id=vocab["<|endoftext|>"]),
+        vision_config=dict(**layers, image_size=CLIP_IMAGE_SIZE, patch_size=8, hidden_act="quick_gelu"),
+        projection_dim=16)
+    _seeded(9)
+    model = CLIPModel(config)
+    # Random towers score every pair near cosine 0 (CLIP score 0 once floored): a shared direction in
+    # both embeddings puts scores around the middle of the range, moving with image and prompt.
+    model.visual_projection.weight.data.copy_(model.text_projection.weight.data)
+    model.text_model.final_layer_norm.bias.data.fill_(CLIP_SHARED_DIRECTION)
+    model.vision_model.post_layernorm.bias.data.fill_(CLIP_SHARED_DIRECTION)
+    model.save_pretrained(folder)
+    write_tokenizer(folder)
+    (folder / "preprocessor_config.json").write_text(json.dumps(CLIP_PREPROCESSOR, indent=2, sort_keys=True) + "\n")
