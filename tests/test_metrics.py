@@ -165,8 +165,9 @@ def test_a_scored_sweep_records_ranks_plots_and_rescores_the_same(tiny_zoo, tmp_
         assert json.loads(path.read_text())["images"][0]["metrics"] == pytest.approx(scores, abs=1e-3)
     assert {path: path.read_bytes() for path in sweep.glob("*/image_*.png")} == pngs, "PNGs are never rewritten"
     assert lcm_grid.main([str(sweep), "--metrics", "nope"]) == 2
-    if CHROMIUM.exists():
-        _check_gallery_sorts(sweep, tmp_path, before)
+    if not CHROMIUM.exists():
+        pytest.fail("Chromium is needed to check the gallery in a browser: apt-get install -y chromium")
+    _check_gallery_sorts(sweep, tmp_path, before)
 
 
 def _check_gallery_sorts(sweep, tmp_path, scores):
