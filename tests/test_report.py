@@ -313,3 +313,16 @@ def test_gallery_opens_in_headless_chromium_and_shows_every_image(tmp_path):
 def test_reports_never_import_torch():
     code = "import sys, runner.report, runner.report.contact_sheets; assert not {'torch', 'diffusers'} & set(sys.modules)"
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def test_a_sheet_longer_than_the_limit_is_split_into_pages_and_rebuilt_whole(tmp_path, monkeypatch):
+    sweep = fake_sweep(tmp_path / "sweep", {"sampling.steps": [2, 4, 8], "sampling.seed": [0, 1, 2, 3, 4, 5]}, size=(64, 48))
+    monkeypatch.setattr(contact_sheets, "MAX_SIDE", 600)
+    written = build_report(sweep)["contact_sheets"]
+    assert [path.name for path in written] == ["contact_sheet_p1.png", "contact_sheet_p2.png"]
+    sizes = [Image.open(path).size for path in written]
+    assert all(max(size) <= 600 for size in sizes) and sizes[0][0] == sizes[1][0]
+    assert not (sweep / "contact_sheet.png").exists()
+    monkeypatch.setattr(contact_sheets, "MAX_SIDE", 16384)
+    assert [path.name for path in build_report(sweep)["contact_sheets"]] == ["contact_sheet.png"]
+    assert not list(sweep.glob("contact_sheet_p*.png")), "pages of the earlier layout are removed"

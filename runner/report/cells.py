@@ -15,7 +15,15 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
 from runner.outputs import records
-from runner.report.sweep_folder import CATEGORY, PROMPT, SEED, Param, Sweep, display_value, ordered_values
+from runner.report.sweep_folder import (
+    CATEGORY,
+    PROMPT,
+    SEED,
+    Param,
+    Sweep,
+    display_value,
+    ordered_values,
+)
 
 CELLS_CSV = "cells.csv"
 PLOT_STEM = "plot_"

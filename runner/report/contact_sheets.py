@@ -10,15 +10,24 @@ import hashlib
 import os
 import re
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple, Union
 
 from PIL import Image, ImageDraw, ImageFont
 
-from runner.outputs import records, thumbnails
 from runner.errors import UserError
-from runner.report.sweep_folder import (CATEGORY, PROMPT, Param, Row, Sweep, display_value, load_sweep,
-                                        ordered_values)
+from runner.outputs import records, thumbnails
+from runner.report.sweep_folder import (
+    CATEGORY,
+    PROMPT,
+    Param,
+    Row,
+    Sweep,
+    display_value,
+    load_sweep,
+    ordered_values,
+)
 
 SHEET_STEM = "contact_sheet"
 MAX_NAME_BODY = 200  # characters of a sheet's file name after the stem (slugs are ASCII)
@@ -27,6 +36,7 @@ GAP = 4
 FONT_SIZE = 14
 LINE = 18  # px per line of text
 MAX_SCORE_LINES = 3  # scores printed under an image
+MAX_SIDE = 16384  # px: a sheet longer than this is split into pages (most viewers open up to it)
 LEFT_W = 200  # the column of Y labels
 TOP_H = 3 * LINE + GAP  # the band of X labels (three lines at the most)
 TITLE_H = 2 * LINE + GAP
@@ -52,23 +62,32 @@ def write_contact_sheets(sweep: Sweep, x: Optional[str] = None, y: Optional[str]
 
     grouped = any(p.key == CATEGORY for p in rest)  # a category's sheet shows its own prompts only
 
-    def write(sheet: Tuple[Tuple[Any, ...], List[Row]]) -> Path:
+    def write(sheet: Tuple[Tuple[Any, ...], List[Row]]) -> List[Path]:
         rest_values, rows = sheet
         pairs = list(zip(rest, rest_values))
         name = f"{SHEET_STEM}.png" if len(sheets) == 1 else _sheet_file_name(pairs)
         title = "   ".join([sweep.folder.name, *(_label(p, v) for p, v in pairs), _axes_note(x_param, y_param)])
-        axes = ((x_param, _axis_values(rows, x_param)), (y_param, _axis_values(rows, y_param))) if grouped else \
-            ((x_param, columns), (y_param, lines))
-        records.save_png(sweep.folder / name, _draw_sheet(sweep.folder, rows, *axes, title, sweep.prompt_texts))
-        return sweep.folder / name
+        own_columns, own_lines = (_axis_values(rows, x_param), _axis_values(rows, y_param)) if grouped else \
+            (columns, lines)
+        layout = _layout(sweep.folder, rows, x_param, y_param, own_columns, own_lines)
+        pages = _pages(layout, own_columns, own_lines)
+        paths = []
+        for number, (page_columns, page_lines) in enumerate(pages, 1):
+            path = sweep.folder / (name if len(pages) == 1 else name.replace(".png", f"_p{number}.png"))
+            page_title = title if len(pages) == 1 else f"{title}   page {number} of {len(pages)}"
+            records.save_png(path, _draw_sheet(layout, (x_param, page_columns), (y_param, page_lines), page_title,
+                                               sweep.prompt_texts))
+            paths.append(path)
+        return paths
 
     # Sheets are drawn and encoded side by side (Pillow's encoder releases the GIL): the sweep's model
     # work is over, and a sheet's PNG is most of the report's time.
     with ThreadPoolExecutor(max_workers=max(1, min(len(sheets), os.cpu_count() or 1))) as pool:
-        written = list(pool.map(write, sheets))
+        written = [path for pages in pool.map(write, sheets) for path in pages]
     # Sheets of an earlier layout (other axes) would pass for current ones: only names this module
     # gives are removed.
-    earlier = [sweep.folder / f"{SHEET_STEM}.png", *sweep.folder.glob(f"{SHEET_STEM}_*=*.png")]
+    earlier = [sweep.folder / f"{SHEET_STEM}.png", *sweep.folder.glob(f"{SHEET_STEM}_*=*.png"),
+               *sweep.folder.glob(f"{SHEET_STEM}_p*.png")]
     records.remove_all(path for path in earlier if path not in written)
     return written
 
@@ -107,15 +126,38 @@ def _split_by(rows: List[Row], params: List[Param]) -> List[Tuple[Tuple[Any, ...
     return [(tuple(axis[i] for axis, i in zip(axes, position)), split[position]) for position in sorted(split)]
 
 
-def _draw_sheet(folder: Path, rows: List[Row], x_axis: Axis, y_axis: Axis, title: str,
-                prompt_texts: Dict[str, str]) -> Image.Image:
-    (x_param, columns), (y_param, lines) = x_axis, y_axis
+@dataclass
+class _Layout:
+    """A sheet's cells, by (x value, y value), and the size every cell gets."""
+    cells: Dict[Tuple[Any, Any], Tuple[Union[Image.Image, str], Optional[Row]]]
+    cell_w: int
+    cell_h: int
+    score_h: int  # the lines of scores under each image
+
+
+def _layout(folder: Path, rows: List[Row], x_param: Optional[Param], y_param: Optional[Param],
+            columns: List[Any], lines: List[Any]) -> _Layout:
     cells = {(x, y): _cell(folder, [r for r in rows if _value(r, x_param) == x and _value(r, y_param) == y])
              for x in columns for y in lines}
     thumbs = [c for c, _ in cells.values() if isinstance(c, Image.Image)]
     score_h = LINE * min(MAX_SCORE_LINES, max([len(row.metrics) for _, row in cells.values() if row] or [0]))
     cell_w = max([MIN_CELL, *(t.width for t in thumbs)])
     cell_h = max([MIN_CELL, *(t.height for t in thumbs)]) + score_h  # a line per score under the image
+    return _Layout(cells, cell_w, cell_h, score_h)
+
+
+def _pages(layout: _Layout, columns: List[Any], lines: List[Any]) -> List[Tuple[List[Any], List[Any]]]:
+    """The columns and lines of each page, so that no side of a page passes MAX_SIDE pixels."""
+    per_row = max(1, (MAX_SIDE - LEFT_W - GAP) // (layout.cell_w + GAP))
+    per_column = max(1, (MAX_SIDE - TITLE_H - TOP_H - GAP) // (layout.cell_h + GAP))
+    return [(columns[i:i + per_row], lines[j:j + per_column])
+            for j in range(0, len(lines), per_column) for i in range(0, len(columns), per_row)]
+
+
+def _draw_sheet(layout: _Layout, x_axis: Axis, y_axis: Axis, title: str,
+                prompt_texts: Dict[str, str]) -> Image.Image:
+    (x_param, columns), (y_param, lines) = x_axis, y_axis
+    cell_w, cell_h, score_h = layout.cell_w, layout.cell_h, layout.score_h
     sheet = Image.new("RGB", (LEFT_W + len(columns) * (cell_w + GAP) + GAP,
                               TITLE_H + TOP_H + len(lines) * (cell_h + GAP) + GAP), BACKGROUND)
     draw = ImageDraw.Draw(sheet)
@@ -128,7 +170,7 @@ def _draw_sheet(folder: Path, rows: List[Row], x_axis: Axis, y_axis: Axis, title
             top = TITLE_H + TOP_H + j * (cell_h + GAP)
             if i == 0:
                 _write(draw, font, _label(y_param, y, prompt_texts), (GAP, top, LEFT_W - GAP, top + cell_h))
-            content, shown = cells[(x, y)]
+            content, shown = layout.cells[(x, y)]
             image_bottom = top + cell_h - score_h
             _paste(sheet, draw, font, content, (left, top, left + cell_w, image_bottom))
             for n, text in enumerate(_scores(shown)[:MAX_SCORE_LINES] if shown is not None else []):

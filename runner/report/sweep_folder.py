@@ -12,8 +12,8 @@ from typing import Any, Dict, Iterable, Iterator, List, Optional, Tuple, Union
 
 import yaml
 
-from runner.outputs import records
 from runner.errors import UserError
+from runner.outputs import records
 
 SEED = "sampling.seed"
 PROMPT = "prompt"  # a prompt set's row id, the sweep axis of its rows
