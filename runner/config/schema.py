@@ -186,8 +186,9 @@ def _check_prompt_fields(cfg: DictConfig) -> None:
     """The prompt fields resolve (a prompt set's row, every `${vars.NAME}` set), and every template
     variable is used by one of them: a variable no prompt uses would sweep identical jobs."""
     used = set()
+    written = OmegaConf.to_container(cfg.sampling, resolve=False)  # the fields as typed, interpolations unresolved
     for key in PROMPT_FIELDS:
-        raw = OmegaConf.to_container(cfg.sampling, resolve=False)[key]
+        raw = written[key]
         used |= set(_VARIABLE.findall(raw)) if isinstance(raw, str) else set()
         try:
             cfg.sampling[key]
