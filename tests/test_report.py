@@ -326,3 +326,12 @@ def test_a_sheet_longer_than_the_limit_is_split_into_pages_and_rebuilt_whole(tmp
     monkeypatch.setattr(contact_sheets, "MAX_SIDE", 16384)
     assert [path.name for path in build_report(sweep)["contact_sheets"]] == ["contact_sheet.png"]
     assert not list(sweep.glob("contact_sheet_p*.png")), "pages of the earlier layout are removed"
+
+
+
+def test_the_gallery_lets_the_browser_fetch_thumbnails_lazily(tmp_path):
+    sweep = fake_sweep(tmp_path / "sweep", {"sampling.steps": list(range(1, 31)), "sampling.seed": list(range(10))},
+                       size=(16, 16))
+    html = (build_report(sweep)["gallery"]).read_text()
+    thumbs = re.findall(r'<img class="thumb"[^>]*>', html)
+    assert len(thumbs) == 300 and all('loading="lazy"' in thumb for thumb in thumbs)

@@ -144,7 +144,9 @@ def _item(params: List[Param], row: Row, prompt_texts: Dict[str, str], metrics: 
              f"{_link(f'{row.job}/{records.RUN_JSON}', records.RUN_JSON)}")
     if row.file is not None:
         alt = f"job {escape(row.job)}: " + ", ".join(settings)
-        shown = f'<a href="{_url(row.file)}"><img class="thumb" src="{_url(row.file)}" alt="{alt}"></a>'
+        # loading="lazy": a browser fetches only the images near the screen, however many the sweep made
+        shown = (f'<a href="{_url(row.file)}"><img class="thumb" loading="lazy" decoding="async" '
+                 f'src="{_url(row.file)}" alt="{alt}"></a>')
     else:
         shown = f"<pre>{escape(row.status)}: {escape(_why_no_image(row))}</pre>"
     problem = " problem" if row.status not in ("ok", "skipped") else ""
