@@ -125,3 +125,53 @@ def test_a_group_left_missing_fails_each_job_as_in_hydra(tmp_path):
                         slow.hydra.job.id = slow.hydra.job.num = 0
                     with fast.applied(0) as config:
                         assert OmegaConf.to_yaml(config) == OmegaConf.to_yaml(slow)
+
+
+TEMPLATED = [
+    ["zoo=tiny", "sampling.prompt='a photo of ${vars.subject}'", "++vars.subject=cat,dog", "sampling.seed=0,1"],
+    ["zoo=tiny", "prompts=builtin", "prompts.limit=3", "sampling.seed=0,1", "sampling.guidance_scale=0,1"],
+    ["experiment=inpaint", "zoo=tiny", "conditioning.strength=0.5,1", "sampling.num_images=1,2"],
+]
+
+
+@pytest.mark.parametrize("arguments", SWEEPS + TEMPLATED, ids=[" ".join(s)[:60] for s in SWEEPS + TEMPLATED])
+def test_each_jobs_plain_values_equal_its_composed_config_resolved(arguments, loader):
+    """Planning reads each job's values as plain data made from its group's (runner.sweep.job_values):
+    they equal the job's own config, as Hydra composes it, resolved."""
+    from runner.config.plain import as_plain, to_builtin
+
+    master = loader.load_configuration("config", arguments, run_mode=RunMode.MULTIRUN)
+    jobs, _ = expansion.expand(master)
+    for job, fast in zip(jobs, expansion.compose_jobs(master, jobs)):
+        task = copy.deepcopy(loader.load_sweep_config(master, job))
+        with read_write(task), open_dict(task):
+            del task["hydra"]
+        assert to_builtin(fast.resolved) == to_builtin(as_plain(task)), job
+
+
+def test_value_sweeps_take_the_quick_path_and_refusals_the_exact_one(loader, monkeypatch):
+    """Seeds, steps, guidance, templates and prompt rows never copy a config; a value the schema
+    refuses goes the exact way and reads as Hydra words it."""
+    from runner.sweep.job_values import GroupValues
+
+    def exact(*args):
+        raise AssertionError("took the exact path")
+
+    for arguments in (SWEEPS[0], *TEMPLATED):
+        master = loader.load_configuration("config", arguments, run_mode=RunMode.MULTIRUN)
+        jobs, _ = expansion.expand(master)
+        with monkeypatch.context() as patch:
+            patch.setattr(GroupValues, "exact", exact)
+            assert all(job.resolved for job in expansion.compose_jobs(master, jobs))
+    master = loader.load_configuration("config", ["zoo=tiny", "sampling.steps=4,four"], run_mode=RunMode.MULTIRUN)
+    jobs, _ = expansion.expand(master)
+    planned = expansion.plan_jobs(master, jobs)
+    assert planned[0].error is None and "sampling.steps=four" in planned[1].error
+
+
+@pytest.mark.parametrize("text", ["sampling.seed=0", "sampling.seed=17", "a_b.c1=-42", "seed=1234567890123"])
+def test_integer_overrides_are_built_as_hydras_parser_builds_them(text):
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parser = OverridesParser.create()
+    assert vars(expansion.OverrideParsing(parser)([text])[0]) == vars(parser.parse_overrides([text])[0])

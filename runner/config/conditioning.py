@@ -13,7 +13,9 @@ from omegaconf.errors import OmegaConfBaseException
 from runner.config import file_checks, sources
 from runner import zoo
 from runner.errors import UserError
+from runner.config.plain import to_builtin
 from runner.config.sources import Source
+from runner.config.plan_memo import memoized
 
 INPUTS_DIR = "inputs"
 
@@ -92,6 +94,7 @@ class ConditioningPlan:
     detect_resolution: Optional[int] = None
 
 
+@memoized
 def plan_conditioning(node: DictConfig, twins: Mapping[str, str], allow_pickle: bool = False) -> ConditioningPlan:
     kind = node.get("kind")
     if kind not in SCHEMAS:
@@ -127,7 +130,7 @@ def plan_conditioning(node: DictConfig, twins: Mapping[str, str], allow_pickle: 
 
 def _typed(node: DictConfig, schema: type) -> DictConfig:
     try:
-        values = OmegaConf.to_container(node, resolve=True)  # interpolations need the whole config
+        values = to_builtin(node) if isinstance(node, dict) else OmegaConf.to_container(node, resolve=True)
         return OmegaConf.merge(OmegaConf.structured(schema), values)
     except OmegaConfBaseException as error:
         key = f"conditioning.{error.full_key}" if getattr(error, "full_key", None) else "conditioning"

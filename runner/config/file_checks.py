@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import List
 
 from runner.errors import UserError
+from runner.config.plan_memo import memoized
 
 PICKLE_SUFFIXES = (".bin", ".ckpt", ".pt", ".pth", ".pkl")
 _PICKLE_HINT = ("Pickle files can run arbitrary code when loaded: convert it to .safetensors, or set "
@@ -27,6 +28,7 @@ _NOT_SDXL = {
 _MAX_HEADER = 100 * 2**20
 
 
+@memoized
 def check_lora_file(key: str, path: Path, allow_pickle: bool) -> None:
     if path.suffix.lower() in PICKLE_SUFFIXES:
         if allow_pickle:
@@ -56,6 +58,7 @@ def safetensors_keys(key: str, path: Path) -> List[str]:
                         "download finished, or that the path names the right file.") from None
 
 
+@memoized
 def check_model_folder(key: str, folder: Path, allow_pickle: bool, pipeline: bool) -> None:
     """A diffusers folder: model_index.json (pipelines), and safetensors weights unless allowed."""
     if pipeline and not (folder / "model_index.json").is_file():
@@ -71,6 +74,7 @@ def check_model_folder(key: str, folder: Path, allow_pickle: bool, pipeline: boo
 VAE_CLASSES = ("AutoencoderKL", "AutoencoderTiny")
 
 
+@memoized
 def check_vae_folder(key: str, folder: Path, allow_pickle: bool) -> None:
     """A diffusers VAE folder: config.json naming a VAE class the SDXL pipelines decode with."""
     try:
@@ -84,6 +88,7 @@ def check_vae_folder(key: str, folder: Path, allow_pickle: bool) -> None:
     check_model_folder(key, folder, allow_pickle, pipeline=False)
 
 
+@memoized
 def check_image_file(key: str, path: Path) -> None:
     from PIL import Image, UnidentifiedImageError
 

@@ -7,13 +7,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Dict, Optional, Tuple
 
-from omegaconf import DictConfig, OmegaConf
 
 from pathlib import Path
 
 from runner.config import file_checks, sources
 from runner.config.conditioning import ConditioningPlan, plan_conditioning
 from runner.config.metrics import MetricPlan, plan_metrics
+from runner.config.plain import Plain, as_plain, to_builtin
 from runner.config.prompt_sets import PromptRow, row_of_config
 from runner.config.schema import validate
 from runner.config.sources import Source
@@ -61,7 +61,9 @@ class JobPlan:
         return found
 
 
-def plan_job(cfg: DictConfig) -> JobPlan:
+def plan_job(cfg: Any) -> JobPlan:
+    """The plan of the job `cfg` describes: a DictConfig, or its values as Plain data."""
+    cfg = as_plain(cfg)  # read once; every check below reads plain data
     validate(cfg)
     twins = dict(cfg.zoo.twins) if cfg.zoo.name == "tiny" else {}
     base = sources.resolve_folder("model.source", cfg.model.source, twins)
@@ -95,7 +97,7 @@ def plan_job(cfg: DictConfig) -> JobPlan:
         device=cfg.device.type,
         dtype=cfg.device.dtype,
         memory=tuple((key, cfg.device[key]) for key in MEMORY_OPTIONS),
-        scheduler=OmegaConf.to_container(cfg.scheduler, resolve=True),
+        scheduler=to_builtin(cfg.scheduler),
         adapters=adapters,
         fuse_lora=bool(cfg.fuse_lora) and bool(adapters),
         allow_pickle=bool(cfg.allow_pickle),
@@ -107,7 +109,7 @@ def plan_job(cfg: DictConfig) -> JobPlan:
     )
 
 
-def _plan_adapter(name: str, entry: DictConfig, twins, allow_pickle: bool) -> AdapterPlan:
+def _plan_adapter(name: str, entry: Plain, twins, allow_pickle: bool) -> AdapterPlan:
     key = f"lora.{name}.source"
     source = sources.resolve_file(key, entry.source, entry.weight_name, twins)
     if source.origin == "local":

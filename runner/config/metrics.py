@@ -17,6 +17,7 @@ from omegaconf import DictConfig
 from runner.config import sources
 from runner.config.sources import Source
 from runner.errors import UserError
+from runner.config.plan_memo import memoized
 
 KINDS = ("clip", "edge_f1", "masked_psnr")
 # The conditioning kinds each model-free metric compares with.
@@ -35,6 +36,7 @@ class MetricPlan:
     cap: float = 100.0
 
 
+@memoized
 def plan_metrics(node: DictConfig, conditioning_kind: str, twins: Mapping[str, str]) -> Tuple[MetricPlan, ...]:
     """The metrics a job computes, each checked against its workflow and its model resolved."""
     return tuple(_plan(str(name), entry, conditioning_kind, twins) for name, entry in node.items())

@@ -9,12 +9,13 @@ import json
 import math
 import re
 from dataclasses import dataclass, field
-from typing import Any, Dict, Iterator, List, Optional
+from typing import Any, Dict, Iterator, List, Mapping, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import InterpolationResolutionError
 
+from runner.config.plain import Plain, as_plain, to_builtin
 from runner.errors import UserError
 
 
@@ -107,6 +108,12 @@ class PathsConfig:
 
 
 @dataclass
+class ProgressConfig:
+    mode: str = "auto"  # a sweep's progress: auto (a bar on a terminal, else lines) | bar | lines | none
+    every: float = 30.0  # seconds between two plain progress lines (mode lines)
+
+
+@dataclass
 class RunConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     # `_target_` names a scheduler's from_config; the other keys override the model's config.
@@ -131,14 +138,15 @@ class RunConfig:
     # Grid points this one job of a -m sweep runs one after another, each into its own job folder:
     # overrides in Hydra's grammar, e.g. "sampling.seed=0,1,2,3" (runner.sweep.chunks). null: the job alone.
     chunk: Optional[str] = None
+    progress: ProgressConfig = field(default_factory=ProgressConfig)
 
 
 ConfigStore.instance().store(name="run_schema", node=RunConfig)
 _TYPED_NODES = {"model": ModelConfig, "sampling": SamplingConfig, "device": DeviceConfig, "zoo": ZooConfig,
-                "prompts": PromptsConfig, "paths": PathsConfig}
+                "prompts": PromptsConfig, "paths": PathsConfig, "progress": ProgressConfig}
 # Not part of what a job is: where outputs go, Hydra's settings, how a prompt set was chosen (a
-# job's prompt text is in sampling; its row id in `prompt`), and how its images are scored.
-NOT_IDENTITY = ("hydra", "paths", "prompts", "metrics")
+# job's prompt text is in sampling; its row id in `prompt`), how its images are scored, how progress shows.
+NOT_IDENTITY = ("hydra", "paths", "prompts", "metrics", "progress")
 
 
 def _zoo_size(pixels: int, *, _root_: DictConfig) -> int:
@@ -153,15 +161,17 @@ DEVICE_TYPES = ("auto", "cpu", "cuda", "mps")
 DTYPES = ("auto", "float32", "float16", "bfloat16")
 OFFLOAD = ("none", "model", "sequential")
 COMPILE = ("none", "regional", "full")
+PROGRESS_MODES = ("auto", "bar", "lines", "none")
 # Only diffusers schedulers may be instantiated: a config (or a PNG's metadata) never names code.
 SCHEDULER_TARGET_PREFIX = "diffusers."
 SCHEDULER_TARGET_SUFFIX = "Scheduler.from_config"
 
 
-def validate(cfg: DictConfig) -> None:
-    """Raise one UserError listing every value that is out of range, before anything loads."""
+def validate(cfg: Any) -> None:
+    """Raise one UserError listing every value that is out of range, before anything loads. `cfg`:
+    a DictConfig, or its values as Plain data (runner.config.plain)."""
+    cfg = as_plain(cfg)
     _check_keys(cfg)
-    _check_prompt_fields(cfg)
     problems = list(_problems(cfg))
     if problems:
         raise UserError(
@@ -182,14 +192,12 @@ _RAISED_BY_US = f"{UserError.__name__} raised while resolving interpolation: "
 _VARIABLE = re.compile(r"\$\{vars\.([^}:]+)\}")
 
 
-def _check_prompt_fields(cfg: DictConfig) -> None:
+def check_prompt_fields(cfg: DictConfig) -> None:
     """The prompt fields resolve (a prompt set's row, every `${vars.NAME}` set), and every template
     variable is used by one of them: a variable no prompt uses would sweep identical jobs."""
-    used = set()
     written = OmegaConf.to_container(cfg.sampling, resolve=False)  # the fields as typed, interpolations unresolved
     for key in PROMPT_FIELDS:
         raw = written[key]
-        used |= set(_VARIABLE.findall(raw)) if isinstance(raw, str) else set()
         try:
             cfg.sampling[key]
         except InterpolationResolutionError as error:
@@ -202,7 +210,16 @@ def _check_prompt_fields(cfg: DictConfig) -> None:
             name = missing.group(1)
             raise UserError(f"sampling.{key} uses ${{{name}}}, which is not set. Set it ({name}=VALUE) or sweep "
                             f"it ({name}=a,b), or take it out of the prompt.") from None
-    unused = sorted(set(cfg.get("vars") or {}) - used)
+    check_vars_used(written, cfg.get("vars"))
+
+
+def check_vars_used(written: Mapping[str, Any], variables: Optional[Mapping[str, Any]]) -> None:
+    """Every template variable is used by a prompt field, as `written` (the sampling node, unresolved)."""
+    used = set()
+    for key in PROMPT_FIELDS:
+        raw = written[key]
+        used |= set(_VARIABLE.findall(raw)) if isinstance(raw, str) else set()
+    unused = sorted(set(variables or {}) - used)
     if unused:
         raise UserError(f"vars.{unused[0]} is set but no prompt uses it (sampling.prompt and "
                         f"sampling.negative_prompt hold no ${{vars.{unused[0]}}}), so every value would draw the "
@@ -266,6 +283,10 @@ def _problems(cfg: DictConfig) -> Iterator[str]:
     if cfg.device.lora_hotswap_rank is not None and cfg.device.lora_hotswap_rank < 1:
         yield (f"device.lora_hotswap_rank={cfg.device.lora_hotswap_rank} must be at least 1 (the highest rank "
                "among the LoRA files the sweep swaps), or null")
+    if cfg.progress.mode not in PROGRESS_MODES:
+        yield f"progress.mode={cfg.progress.mode!r} is not one of {', '.join(PROGRESS_MODES)}"
+    if not cfg.progress.every > 0:
+        yield f"progress.every={cfg.progress.every} must be more than 0 (seconds between progress lines)"
     if cfg.on_invalid not in ("fail", "skip"):
         yield f"on_invalid={cfg.on_invalid!r} is not one of fail, skip"
     yield from _scheduler_problems(cfg.scheduler)
@@ -306,9 +327,13 @@ def job_identity(cfg: DictConfig) -> str:
     """What makes two jobs the same job: a hash of the resolved config, where its outputs go, Hydra's
     own settings and the prompt set's file aside (a row is its text). The basis of skip-what-is-done
     and resume."""
-    values = {key: plain_value(cfg[key]) for key in cfg if key not in NOT_IDENTITY}
+    values = {key: _identity_value(cfg, key) for key in cfg if key not in NOT_IDENTITY}
     text = json.dumps(values, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+def _identity_value(cfg: Any, key: str) -> Any:
+    return cfg[key] if isinstance(cfg, Plain) else plain_value(cfg[key])
 
 
 def record_of(cfg: DictConfig, output_dir: str) -> Dict[str, Any]:
@@ -332,7 +357,9 @@ def override_strings(overrides: Any) -> List[str]:
 
 
 def plain_value(value: Any) -> Any:
-    """A config node as resolved plain data; a scalar as is."""
+    """A config node as resolved plain data (builtin dicts and lists); a scalar as is."""
+    if isinstance(value, (dict, list)):
+        return to_builtin(value)
     return OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
 
 

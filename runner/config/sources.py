@@ -15,6 +15,7 @@ from huggingface_hub.errors import LocalEntryNotFoundError
 
 from runner import zoo
 from runner.errors import UserError
+from runner.config.plan_memo import memoized
 
 DEFAULT_LORA_FILE = "pytorch_lora_weights.safetensors"
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -36,6 +37,7 @@ class Source:
         return str(Path(self.path) / self.weight_name) if self.weight_name else self.path
 
 
+@memoized
 def resolve_folder(key: str, ref: str, twins: Mapping[str, str]) -> Source:
     """A diffusers folder (pipeline, ControlNet, adapter) named by hub id or path."""
     local = _local_or_twin(key, ref, twins)
@@ -49,6 +51,7 @@ def resolve_folder(key: str, ref: str, twins: Mapping[str, str]) -> Source:
     return Source(key, ref, "local", path)
 
 
+@memoized
 def resolve_file(key: str, ref: str, weight_name: Optional[str], twins: Mapping[str, str]) -> Source:
     """A single weight file (a LoRA): a file, a folder + weight_name, or a hub repo + weight_name."""
     local = _local_or_twin(key, ref, twins)

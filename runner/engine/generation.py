@@ -15,7 +15,6 @@ import numpy as np
 import torch
 
 from runner.config.job_plan import JobPlan
-from runner.config.schema import job_identity
 from runner.engine import decoding
 from runner.engine.lora import text_encoder_adapters
 from runner.engine.state import LoadedPipeline
@@ -36,7 +35,7 @@ def generate(loaded: LoadedPipeline, pipe: Any, plan: JobPlan, record: Dict[str,
         return ready.images
     members = batching.members_led_by(record["id"])
     if members:
-        identities = [job_identity(cfg) for cfg in members]
+        identities = [HANDOFF.identity_of(cfg) for cfg in members]
         plans = [plan if identity == record["id"] else HANDOFF.plan_of(cfg) for identity, cfg in zip(identities, members)]
         try:
             return _batched(loaded, pipe, plans, identities, record, images_in,

@@ -19,7 +19,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from omegaconf import DictConfig
 
-from runner.config.schema import NOT_IDENTITY, job_identity, plain_value
+from runner.config.schema import NOT_IDENTITY, plain_value
 from runner.sweep.handoff import HANDOFF
 
 BATCHABLE = ("seed", "prompt", "negative_prompt")  # the sampling keys a batch may vary
@@ -59,7 +59,7 @@ def expect(configs: Sequence[DictConfig], leader: int = 0) -> None:
     """Register a group about to run, in the order of its call; `configs[leader]` makes the call (the
     first, in a sweep)."""
     if len(configs) > 1:
-        HANDOFF.batches[job_identity(configs[leader])] = list(configs)
+        HANDOFF.batches[HANDOFF.identity_of(configs[leader])] = list(configs)
 
 
 def call_values(cfg: DictConfig) -> Dict[str, Any]:
@@ -92,7 +92,7 @@ def step_down(identity: str) -> None:
     group = HANDOFF.batches.pop(identity, None)
     if group is None:
         return
-    identities = [job_identity(cfg) for cfg in group]
+    identities = [HANDOFF.identity_of(cfg) for cfg in group]
     following = identities[identities.index(identity) + 1:]
     if following:
         HANDOFF.batches[following[0]] = group

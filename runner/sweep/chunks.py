@@ -139,16 +139,21 @@ def run_chunk(cfg: DictConfig, chunk: str, job_dir: Path, overrides: Sequence[st
     failed = 0
     for index, (point, inner, composed) in enumerate(zip(points, inners, expansion.compose_jobs(master, points))):
         folder = point_folder(job_dir, index).resolve()
+        task = None
         try:
-            if isinstance(composed, Exception):
-                raise UserError(f"grid point {' '.join(point)} cannot be composed: {_first_line(composed)}")
-            point_cfg = _task_config(composed.task, folder)
+            try:
+                if isinstance(composed, Exception):
+                    raise composed
+                task = composed.task
+            except Exception as error:
+                raise UserError(f"grid point {' '.join(point)} cannot be composed: {_first_line(error)}") from None
+            point_cfg = _task_config(task, folder)
             plan_job(point_cfg)  # an invalid point is recorded as such, beside the others
         except UserError as error:
             failed += 1
             log.error("grid point %d/%d (%s) rejected (recorded in its run.json): %s", index + 1, len(points),
                       " ".join(inner), error)
-            _record_rejected(folder, point, None if isinstance(composed, Exception) else composed.task, error)
+            _record_rejected(folder, point, task, error)
             continue
         runnable.append((index, folder, point, inner, point_cfg))
     configs = [entry[-1] for entry in runnable]

@@ -7,16 +7,17 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import re
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Iterator, List, Optional, Sequence, Set, Tuple, Union
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Set, Tuple, Union
 
 from hydra._internal.config_loader_impl import ConfigLoaderImpl, get_overrides_dirname
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.core.override_parser.types import Override
+from hydra.core.override_parser.types import Override, OverrideType, ValueType
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from runner.engine import state
@@ -26,7 +27,10 @@ from runner.sweep.handoff import HANDOFF
 from runner.sweep.startup import skipped_a_missing_group
 from runner.errors import UserError
 from runner.config.job_plan import JobPlan, plan_job
-from runner.config.schema import override_strings
+from runner.config import plan_memo
+from runner.config.plain import Plain
+from runner.config.schema import job_identity, override_strings
+from runner.sweep.job_values import GroupValues
 
 
 @dataclass
@@ -35,7 +39,7 @@ class PlannedJob:
     overrides: List[str]
     plan: Optional[JobPlan] = None
     error: Optional[str] = None
-    config: Optional[DictConfig] = None  # the job's composed task config, where it composed
+    values: Optional[Plain] = None  # the job's config as resolved plain data, where it composed
 
 
 GRID_SWEEPERS = ("BasicSweeper", "LcmSweeper")  # the sweepers that expand a grid the basic way
@@ -81,7 +85,7 @@ def _arguments(params, arguments) -> List[str]:
     return [f"{k}={v}" for k, v in (params or {}).items()] + list(arguments)
 
 
-def cost_order(configs: Sequence[DictConfig]) -> List[int]:
+def cost_order(configs: Sequence[Union[DictConfig, Plain]]) -> List[int]:
     """Job indices ordered so that what is expensive to switch switches least: the base model, then
     the LoRA stack (files; weights too when fused), then the conditioning model; then jobs that may
     share one pipeline call (runner.sweep.batching) side by side, each such group where its first job is
@@ -116,17 +120,47 @@ class ComposedGroup:
         OmegaConf.set_readonly(config.hydra, True)
         self.hydra = OmegaConf.masked_copy(config, "hydra")
         self.hydra.hydra._set_parent(config)
+        self._values: Optional[GroupValues] = None
+
+    @property
+    def values(self) -> GroupValues:
+        """Its jobs' values as plain data (runner.sweep.job_values), made on first use."""
+        if self._values is None:
+            self._values = GroupValues(self.task)
+        return self._values
 
 
 @dataclass
 class ComposedJob:
-    """A job of a sweep: its group's composition, and its own value overrides applied to a copy of
-    the group's task config (what the task function gets: the config without its `hydra` node)."""
+    """A job of a sweep: its group's composition and its own value overrides. Planning reads its
+    values as plain data (`resolved`); the task function gets `task`, a copy of the group's task
+    config (the config without its `hydra` node) with the overrides applied, made when it launches."""
     overrides: List[str]
     values: List[Override]
     group: ComposedGroup
-    task: DictConfig
     override_dirname: str
+    plan: Optional[JobPlan] = None  # made by the sweep's check (plan_jobs)
+    identity: Optional[str] = None
+    _task: Optional[DictConfig] = None
+    _resolved: Optional[Plain] = None
+
+    @property
+    def resolved(self) -> Plain:
+        """The job's config as resolved plain data."""
+        if self._resolved is None:
+            self._resolved = self.group.values.of(self.values)
+        return self._resolved
+
+    @property
+    def task(self) -> DictConfig:
+        """The job's task config, as Hydra composes it; the plan made for it goes with it."""
+        if self._task is None:
+            task = copy.deepcopy(self.group.task)
+            ConfigLoaderImpl._apply_overrides_to_config(self.values, task)
+            self._task = task
+            if self.plan is not None:
+                HANDOFF.remember_plan(task, self.plan, self.identity)
+        return self._task
 
     @contextlib.contextmanager
     def applied(self, number: int) -> Iterator[DictConfig]:
@@ -162,10 +196,15 @@ def compose_jobs(config: DictConfig, jobs: Sequence[List[str]]) -> Iterator[Unio
     parser = OverridesParser.create()
     groups: Dict[Tuple[str, ...], Union[ComposedGroup, Exception]] = {}
     master = _master_overrides(loader, parser, config)
+    parse = OverrideParsing(parser)
+    is_value_key: Dict[Tuple[str, bool], bool] = {}
+    namings: Dict[int, DictConfig] = {}  # hydra.job.config.override_dirname of each group
     for overrides in jobs:
         try:
-            parsed = parser.parse_overrides(list(overrides))
-            is_value = [_is_value_override(loader, o) for o in parsed]
+            parsed = parse(overrides)
+            is_value = [_cached(is_value_key, (o.input_line if o.is_sweep_override() else o.key_or_group,
+                                               isinstance(o.value(), dict)), lambda: _is_value_override(loader, o))
+                        for o in parsed]
             values = [o for o, value in zip(parsed, is_value) if value]
             group_overrides = [o for o, value in zip(parsed, is_value) if not value]
             choices = tuple(o.input_line for o in group_overrides)
@@ -175,14 +214,43 @@ def compose_jobs(config: DictConfig, jobs: Sequence[List[str]]) -> Iterator[Unio
             group = groups[choices]
             if isinstance(group, Exception):
                 raise group
-            task = copy.deepcopy(group.task)
-            ConfigLoaderImpl._apply_overrides_to_config(values, task)
-            naming = group.config.hydra.job.config.override_dirname
+            naming = _cached(namings, id(group), lambda: group.config.hydra.job.config.override_dirname)
             dirname = get_overrides_dirname(overrides=parsed, kv_sep=naming.kv_sep, item_sep=naming.item_sep,
                                             exclude_keys=naming.exclude_keys)
-            yield ComposedJob(list(overrides), values, group, task, dirname)
+            yield ComposedJob(list(overrides), values, group, dirname)
         except Exception as error:  # a bad job is reported with the others, not raised
             yield error
+
+
+class OverrideParsing:
+    """Hydra's override parser, each distinct override parsed once. `key=<integer>`, the form of a
+    seed axis of 10,000 values, is built directly as the parser builds it (its ANTLR parse costs
+    ~1 ms); tests/test_sweep_plan.py checks the two agree."""
+
+    _KEY_EQUALS_INT = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*)=(0|-?[1-9][0-9]*)$")
+
+    def __init__(self, parser: OverridesParser) -> None:
+        self.parser = parser
+        self.parsed: Dict[str, Override] = {}
+
+    def __call__(self, overrides: Sequence[str]) -> List[Override]:
+        return [self.parsed[text] if text in self.parsed else self._parse(text) for text in overrides]
+
+    def _parse(self, text: str) -> Override:
+        match = self._KEY_EQUALS_INT.match(text)
+        if match:
+            override = Override(type=OverrideType.CHANGE, key_or_group=match.group(1), value_type=ValueType.ELEMENT,
+                                _value=int(match.group(2)), input_line=text)
+        else:
+            override = self.parser.parse_overrides([text])[0]
+        self.parsed[text] = override
+        return override
+
+
+def _cached(memo: Dict[Any, Any], key: Any, compute: Any) -> Any:
+    if key not in memo:
+        memo[key] = compute()
+    return memo[key]
 
 
 def _is_value_override(loader, override: Override) -> bool:
@@ -249,17 +317,18 @@ def plan_jobs(config: DictConfig, jobs: Sequence[List[str]]) -> List[PlannedJob]
     planned = []
     composed = list(compose_jobs(config, jobs))
     HANDOFF.composed[id(config)] = ([list(job) for job in jobs], composed)  # composed once, used twice
-    for number, (overrides, composed_job) in enumerate(zip(jobs, composed)):
-        job = PlannedJob(number, list(overrides))
-        try:
-            if isinstance(composed_job, Exception):
-                raise composed_job
-            job.config = composed_job.task
-            job.plan = plan_job(composed_job.task)
-            HANDOFF.remember_plan(composed_job.task, job.plan)  # for the job when it runs
-        except Exception as error:  # composition errors and UserErrors alike: reported together
-            job.error = _first_paragraph(error)
-        planned.append(job)
+    with plan_memo.shared():
+        for number, (overrides, composed_job) in enumerate(zip(jobs, composed)):
+            job = PlannedJob(number, list(overrides))
+            try:
+                if isinstance(composed_job, Exception):
+                    raise composed_job
+                job.values = composed_job.resolved
+                job.plan = composed_job.plan = plan_job(job.values)  # for the job when it runs
+                composed_job.identity = job_identity(job.values)
+            except Exception as error:  # composition errors and UserErrors alike: reported together
+                job.error = _first_paragraph(error)
+            planned.append(job)
     return planned
 
 
@@ -276,7 +345,7 @@ def describe(planned: Sequence[PlannedJob], sweep_dir: Path, cost_ordered: bool 
     as lcm-run's sweeper runs it (which decides how often each model loads)."""
     valid = [job for job in planned if job.plan is not None]
     if cost_ordered:
-        valid = [valid[index] for index in cost_order([job.config for job in valid])]
+        valid = [valid[index] for index in cost_order([job.values for job in valid])]
     good = [job.plan for job in valid]
     images = sum(len(plan.seeds) for plan in good)
     steps = sum(len(plan.seeds) * plan.call["num_inference_steps"] for plan in good)
