@@ -20,7 +20,7 @@ from runner.sweep import batching
 from runner.sweep.handoff import HANDOFF
 from runner.engine import conditioning
 from runner.outputs import png_metadata, records, thumbnails
-from runner.config.schema import job_identity, override_strings, record_of, to_container
+from runner.config.schema import override_strings, record_of, to_container
 from runner.errors import UserError
 from runner.config.job_plan import JobPlan
 from runner.outputs.writers import Writer
@@ -39,7 +39,7 @@ def run(cfg: DictConfig, output_dir: Optional[Union[str, Path]] = None,
     job_dir = Path(output_dir if output_dir is not None else cfg.paths.output_dir).resolve()
     try:  # every user error surfaces here, before anything loads or is written
         plan = HANDOFF.plan_of(cfg)
-        identity = job_identity(cfg)
+        identity = HANDOFF.identity_of(cfg)
         previous = records.previous_job(job_dir, identity)
     except UserError as error:
         _record_rejected_sweep_job(job_dir, cfg, error)
@@ -48,7 +48,7 @@ def run(cfg: DictConfig, output_dir: Optional[Union[str, Path]] = None,
         batching.step_down(identity)
         return _skip(job_dir)
     if previous == "partial":
-        log.info("redoing an unfinished attempt of this job in %s", job_dir)
+        log.log(_job_level(), "redoing an unfinished attempt of this job in %s", job_dir)
         records.clear_partial(job_dir)
     record = _new_record(cfg, job_dir, plan, _overrides() if overrides is None else list(overrides))
     record["id"] = identity
@@ -91,13 +91,20 @@ def _record_outcome(job_dir: Path, record: Dict[str, Any], started: float,
     records.write_json(job_dir / records.RUN_JSON, record)
 
 
+def _job_level() -> int:
+    """A job's own lines: shown for a single run; in a sweep, the sweep's progress says enough
+    (`hydra.verbose=lcm-run` shows them)."""
+    in_sweep = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+    return logging.DEBUG if in_sweep else logging.INFO
+
+
 def _skip(job_dir: Path) -> Dict[str, Any]:
     """The same job already finished here: nothing loads, its results stay, marked skipped."""
     record = records.read_json(job_dir / records.RUN_JSON)
     if record["status"] != "skipped":
         record["status"] = "skipped"
         records.write_json(job_dir / records.RUN_JSON, record)
-    log.info("skipped: this job's results are already complete in %s", job_dir)
+    log.log(_job_level(), "skipped: this job's results are already complete in %s", job_dir)
     return record
 
 
@@ -159,7 +166,7 @@ def _execute(plan: JobPlan, job_dir: Path, record: Dict[str, Any]) -> Tuple[List
     record["pipeline"] = type(pipe).__name__
     record["device"] = {"type": loaded.device, "dtype": str(loaded.dtype).replace("torch.", "")}
     timings["load"] = _since(t)
-    log.info("%s on %s (cache: %s)", record["pipeline"], record["device"]["type"],
+    log.log(_job_level(), "%s on %s (cache: %s)", record["pipeline"], record["device"]["type"],
              ", ".join(f"{k} {v}" for k, v in record["cache"].items()))
 
     t = time.perf_counter()

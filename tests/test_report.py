@@ -335,3 +335,25 @@ def test_the_gallery_lets_the_browser_fetch_thumbnails_lazily(tmp_path):
     html = (build_report(sweep)["gallery"]).read_text()
     thumbs = re.findall(r'<img class="thumb"[^>]*>', html)
     assert len(thumbs) == 300 and all('loading="lazy"' in thumb for thumb in thumbs)
+
+
+def test_summary_and_cells_come_from_one_pass_over_the_records_without_reading_an_image(tmp_path, monkeypatch):
+    from runner.report.cells import write_cells_csv
+    from runner.report.summary_csv import write_summary_csv
+
+    fake_sweep(tmp_path, {"sampling.steps": [1, 2], "sampling.seed": [0, 1]})
+    for number, path in enumerate(sorted(tmp_path.glob("*/run.json"))):
+        record = json.loads(path.read_text())
+        record["images"][0]["metrics"] = {"clip_score": 20.0 + number}
+        write_record(path.parent, record)
+    sweep = load_sweep(tmp_path)  # the one pass: each run.json read once
+
+    def no_image(*args, **kwargs):
+        raise AssertionError("summary.csv and cells.csv are made from the records alone")
+
+    monkeypatch.setattr(Image, "open", no_image)
+    monkeypatch.setattr(Path, "read_text", no_image)  # nor a second read of a record
+    summary, cells = write_summary_csv(sweep), write_cells_csv(sweep)
+    monkeypatch.undo()
+    assert [row["clip_score"] for row in csv.DictReader(summary.open())] == ["20.0", "21.0", "22.0", "23.0"]
+    assert [row["sampling.steps"] for row in csv.DictReader(cells.open())] == ["2", "1"]

@@ -5,7 +5,7 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import List
+from typing import Any, List
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -27,7 +27,7 @@ log = logging.getLogger("lcm-run")
 
 
 @hydra.main(config_path=config_dir(), config_name="config", version_base="1.3")
-def main(cfg: DictConfig) -> None:
+def main(cfg: DictConfig) -> Any:
     hydra_cfg = HydraConfig.get()
     in_sweep = hydra_cfg.mode == RunMode.MULTIRUN
     # When the sweep runs in this process, its files go through the shared writer: background
@@ -36,7 +36,7 @@ def main(cfg: DictConfig) -> None:
     in_process = str(hydra_cfg.launcher.get("_target_", "")).endswith("BasicLauncher")
     try:
         writer = writers.shared(writers.threads_for(str(cfg.device.type))) if in_sweep and in_process else None
-        run_job(cfg, writer=writer)  # each point of a chunk
+        return run_job(cfg, writer=writer)  # its record (a chunk: each point's), for the sweep's progress
     except Exception as error:
         if not in_sweep:
             raise

@@ -1,6 +1,7 @@
 """Hydra callbacks: check a run before its folder exists, and report progress people expect.
 
-Sweep-level lines (job i/N, what it runs, elapsed, ETA), then, at the end of a multirun, the
+A sweep's progress (runner.sweep.progress: a bar on a terminal, periodic lines elsewhere; each job's
+line at debug level), then, at the end of a multirun, the
 summary, contact sheets and gallery, and a closing line naming the output folder. All of it is
 built from the job folders on disk, so it tells the truth whatever the launcher did.
 """
@@ -10,12 +11,14 @@ import logging
 import time
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
+from hydra.core.utils import JobStatus
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from runner.sweep import chunks, expansion
+from runner.sweep.progress import ClearsProgress, SweepProgress
 from runner.config import file_checks
 from runner.outputs import records, thumbnails, writers
 from runner.config.schema import job_identity, override_strings
@@ -32,6 +35,7 @@ class RunnerCallbacks(Callback):
         self.swept: List[str] = []
         self.started = time.perf_counter()
         self.finished = 0
+        self.progress: Optional[SweepProgress] = None
 
     # -- single run -------------------------------------------------------------------------
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
@@ -67,6 +71,7 @@ class RunnerCallbacks(Callback):
         except UserError as error:  # a prompt set that cannot be read
             leave(EXIT_BAD_INPUT, str(error))
         self.total = None if jobs is None else len(jobs)
+        self.finished = 0
         sweep_dir = Path(str(config.hydra.sweep.dir)).resolve()
         if jobs is None:  # another sweeper: each job is still checked when it starts
             if config.plan:
@@ -94,6 +99,8 @@ class RunnerCallbacks(Callback):
         if bad:
             log.warning("%d invalid job(s) will be recorded as failed without running: %s", len(bad),
                         ", ".join(str(job.number) for job in bad))
+        if config.progress.mode != "none":
+            self.progress = SweepProgress(len(jobs), config.progress.mode, float(config.progress.every))
 
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
         if str(config.hydra.mode) != "RunMode.MULTIRUN":
@@ -103,16 +110,22 @@ class RunnerCallbacks(Callback):
         chosen = [o for o in override_strings(config.hydra.overrides.task) if o.split("=", 1)[0].lstrip("+~") in self.swept]
         # In a launcher's worker process this callback never saw the sweep start: no position then.
         of_total = f"{position}/{self.total} (#{config.hydra.job.num})" if self.total else f"#{config.hydra.job.num}"
-        eta = ""
-        if self.total and self.finished:
-            eta = f", ETA {_clock(elapsed / self.finished * (self.total - self.finished))}"
-        log.info("job %s: %s (elapsed %s%s)", of_total, " ".join(chosen) or "defaults", _clock(elapsed), eta)
+        if self.progress is not None:  # Hydra set up the job's logging anew: its lines clear the bar
+            for handler in logging.getLogger().handlers:
+                if isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler):
+                    handler.addFilter(ClearsProgress(self.progress))
+        log.debug("job %s: %s (elapsed %s)", of_total, " ".join(chosen) or "defaults", _clock(elapsed))
 
     def on_job_end(self, config: DictConfig, job_return: Any, **kwargs: Any) -> None:
         self.finished += 1
+        if self.progress is not None:
+            self.progress.job_done(*_outcome(job_return))
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         writers.flush()  # the last jobs' images may still be on their way to disk
+        if self.progress is not None:
+            self.progress.close()
+            self.progress = None
         sweep_dir = Path(str(config.hydra.sweep.dir)).resolve()
         statuses: Dict[str, int] = {}
         for job_dir in {path.parent for path in sweep_dir.glob(f"*/{records.RUN_JSON}")} | _launched(sweep_dir):
@@ -135,6 +148,19 @@ class RunnerCallbacks(Callback):
         if failed:
             leave(EXIT_FAILED, f"{failed} of {sum(statuses.values())} jobs failed; their run.json files (or, where "
                   f"there is none, their lcm-run.log) and {sweep_dir / 'summary.csv'} say why.")
+
+
+def _outcome(job_return: Any) -> Tuple[int, str]:
+    """(images, status) of a finished job, from what the task returned: its run.json record, a
+    chunk's records, or nothing (it failed)."""
+    returned = getattr(job_return, "return_value", None) if job_return.status == JobStatus.COMPLETED else None
+    found = returned if isinstance(returned, list) else [returned]
+    records_ = [record for record in found if isinstance(record, dict)]
+    if not records_:
+        return 0, "failed"
+    images = sum(len(r["images"]) if "images" in r else int(r["config"]["sampling"]["num_images"]) for r in records_)
+    statuses = {r.get("status") for r in records_}
+    return images, "skipped" if statuses == {"skipped"} else "ok"
 
 
 def _launched(sweep_dir: Path) -> set:
