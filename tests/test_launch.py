@@ -8,7 +8,7 @@ import pytest
 from hydra import initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
-from hydra.core.utils import JobStatus, run_job, setup_globals
+from hydra.core.utils import JobStatus, configure_log, run_job, setup_globals
 from hydra.types import HydraContext, RunMode
 from omegaconf import OmegaConf, open_dict
 
@@ -82,3 +82,29 @@ def test_lean_run_job_equals_hydras(arguments, tmp_path, monkeypatch):
             assert ours.seen == hydras.seen, "callbacks see the same config and JobReturn"
             statuses.add(stock.status)
     assert statuses == {JobStatus.COMPLETED, JobStatus.FAILED} or "seed=1" not in " ".join(arguments)
+
+
+def test_jobs_run_in_a_row_set_logging_up_once_and_each_logs_to_its_own_file(tmp_path, monkeypatch):
+    import logging
+
+    monkeypatch.chdir(tmp_path)
+    set_up = []
+    monkeypatch.setattr(launch, "configure_log", lambda *args: set_up.append(1) or configure_log(*args))
+    monkeypatch.setattr(launch, "JOB_LOGGING", launch.JobLogging())
+
+    def logs_its_seed(cfg):
+        logging.getLogger("lcm-run").info("seed %d", cfg.sampling.seed)
+
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        loader = GlobalHydra.instance().config_loader()
+        setup_globals()
+        master = loader.load_configuration("config", ["zoo=tiny", "sampling.seed=range(0,3)",
+                                                      f"hydra.sweep.dir={tmp_path / 'sweep'}"], run_mode=RunMode.MULTIRUN)
+        jobs, _ = expansion.expand(master)
+        for number, job in enumerate(expansion.compose_jobs(master, jobs)):
+            launch.run_job(HydraContext(loader, Recorder()), logs_its_seed, job, number)
+    logging.getLogger().handlers[0].flush()
+    for number in range(3):
+        lines = (tmp_path / "sweep" / str(number) / "lcm-run.log").read_text().splitlines()
+        assert [line.split(" - ", 1)[1] for line in lines] == [f"seed {number}"]
+    assert len(set_up) == 1, "logging set up for the first job only"

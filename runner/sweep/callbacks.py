@@ -18,7 +18,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from runner.sweep import chunks, expansion
-from runner.sweep.progress import ClearsProgress, SweepProgress
+from runner.sweep.progress import SweepProgress
 from runner.config import file_checks
 from runner.outputs import records, thumbnails, writers
 from runner.config.schema import job_identity, override_strings
@@ -113,7 +113,7 @@ class RunnerCallbacks(Callback):
         if self.progress is not None:  # Hydra set up the job's logging anew: its lines clear the bar
             for handler in logging.getLogger().handlers:
                 if isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler):
-                    handler.addFilter(ClearsProgress(self.progress))
+                    handler.addFilter(self.progress.clears)  # once per handler: the same filter object
         log.debug("job %s: %s (elapsed %s)", of_total, " ".join(chosen) or "defaults", _clock(elapsed))
 
     def on_job_end(self, config: DictConfig, job_return: Any, **kwargs: Any) -> None:

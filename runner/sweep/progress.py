@@ -29,6 +29,7 @@ class SweepProgress:
         self.last_line = self.started
         self.jobs = self.images = self.failed = self.skipped = 0
         self.shown = False  # a bar is on screen: a log line must clear it first
+        self.clears = ClearsProgress(self)  # the filter the console's handlers get
 
     def job_done(self, images: int, status: str) -> None:
         self.jobs += 1
