@@ -177,6 +177,7 @@ def _check_gallery_sorts(sweep, tmp_path, scores):
          "--virtual-time-budget=5000", "--dump-dom", (sweep / "index.html").as_uri() + "#sort=pick_score"],
         capture_output=True, text=True, timeout=60).stdout
     assert 'src="plot_clip_score.png"' in dom and 'href="cells.csv"' in dom
+    assert dom.count('<span class="prompt" title="') == 8, "each image's prompt from the set, drawn by the page"
     shown = [float(value) for value in re.findall(r'<figure class="item"[^>]*data-m1="([^"]+)"', dom)]
     assert len(shown) == 8 and shown == sorted(shown, reverse=True), "best first by pick_score"
     assert sorted(shown) == sorted(s["pick_score"] for s in scores.values())

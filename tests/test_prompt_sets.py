@@ -1,6 +1,7 @@
 """Prompt sets (prompts=file|builtin, one job per row on the sweep axis `prompt`) and prompt
 templates (`${vars.NAME}` swept with vars.NAME=a,b)."""
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -181,8 +182,8 @@ def test_a_prompt_set_sweep_is_one_job_per_row_and_cell_batched_reported_and_res
         "contact_sheet_category=animals.png", "contact_sheet_category=objects.png"]
     assert Image.open(sweep / "contact_sheet_category=objects.png").height < \
         Image.open(sweep / "contact_sheet_category=animals.png").height, "a category's sheet: its own prompts"
-    gallery = (sweep / "index.html").read_text()
-    assert '<span class="prompt" title="a blue vase">a blue vase</span>' in gallery
+    gallery = json.loads(re.search(r'id="gallery-data">(.*?)</script>', (sweep / "index.html").read_text(), re.S)[1])
+    assert gallery["prompts"]["vase"] == "a blue vase" and "vase" in {row.get("prompt_id") for row in gallery["rows"]}
     run_hydra(command.run_app, arguments)  # again: every job is done, and skipped
     assert {json.loads(p.read_text())["status"] for p in sweep.glob("*/run.json")} == {"skipped"}
     assert all(len(list(p.parent.glob("image_*.png"))) == 1 for p in sweep.glob("*/run.json"))

@@ -1,7 +1,7 @@
 """Everything derived from a sweep's folder, in one call: for the end of a multirun and for lcm-grid.
 
 Torch-free: `sweep_folder` reads the job folders (run.json, else Hydra's overrides), `summary_csv`,
-`contact_sheets` and `gallery` write what a person looks at. The files are derived from run.json and the images, so rebuilding replaces them.
+`contact_sheets`, `gallery_thumbnails` and `gallery` write what a person looks at. The files are derived from run.json and the images, so rebuilding replaces them.
 """
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from typing import Any, Dict, Optional, Union
 from runner.report.cells import write_cells_csv, write_plots
 from runner.report.contact_sheets import write_contact_sheets
 from runner.report.gallery import write_gallery
+from runner.report.gallery_thumbnails import write_gallery_thumbnails
 from runner.report.summary_csv import write_summary_csv
 from runner.report.sweep_folder import load_sweep
 
@@ -27,4 +28,5 @@ def build_report(sweep_dir: Union[str, Path], x: Optional[str] = None, y: Option
     sheets = write_contact_sheets(sweep, x, y)  # first: it checks the axes
     written = {"contact_sheets": sheets, "summary": write_summary_csv(sweep), "cells": write_cells_csv(sweep),
                "plots": write_plots(sweep)}
-    return {**written, "gallery": write_gallery(sweep, sheets, written["plots"])}
+    shown = write_gallery_thumbnails(sweep)  # while the writer's kept thumbnails are still in memory
+    return {**written, "gallery": write_gallery(sweep, sheets, written["plots"], shown)}

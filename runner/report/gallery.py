@@ -1,13 +1,20 @@
 """A sweep's index.html: every image with its parameters, filterable, readable straight from disk.
 
-One self-contained file: no server, no external resources, a little inline JavaScript for the
-filters. Every piece of text from a run (prompts included) is escaped. Torch-free.
+One self-contained file: no server, no external resources, no build step. The images' facts travel as
+one JSON array inside the page, and a little inline JavaScript (gallery.js) draws one page of them at a
+time, so that a sweep of 10,000 images opens in about the time of a few hundred: filters and sorting
+run over the whole array, the DOM holds only the page shown. The URL's hash keeps the page, the
+filters and the order (`index.html#seed=3&sort=clip_score&page=2`). Every piece of text from a run
+(prompts included) is escaped, in the HTML and in the JSON. Torch-free.
 """
 from __future__ import annotations
 
+import json
+import math
+import re
 from html import escape
 from pathlib import Path
-from typing import Any, Dict, List, Sequence
+from typing import Any, Dict, List, Mapping, Optional, Sequence
 from urllib.parse import quote
 
 from runner.outputs import records
@@ -18,10 +25,15 @@ from runner.report.sweep_folder import Param, Row, Sweep, display_value, ordered
 GALLERY = "index.html"
 UNKNOWN = "?"  # the value of a job that left neither run.json nor Hydra's overrides
 PROMINENT = ("sampling.prompt", "sampling.negative_prompt")  # shown above the images when shared
+PAGE_SIZE = 100  # images drawn at once; the rest wait in the JSON array
+DATA_ID = "gallery-data"  # the <script type="application/json"> that holds the images' facts
+SCRIPT = (Path(__file__).with_name("gallery.js")).read_text(encoding="utf-8")
+PAGE_SUFFIX = re.compile(r"^(?P<sheet>.+)_p(?P<page>\d+)\.png$")  # contact_sheets' page names
 
 STYLE = """
 body { font: 14px/1.4 system-ui, sans-serif; margin: 1.5em; color: #111; }
 .filters label { margin-right: 1em; }
+.pager { margin: 8px 0; } .pager button { min-width: 6em; }
 .items { display: grid; grid-template-columns: repeat(auto-fill, minmax(220px, 1fr)); gap: 12px; }
 .item { margin: 0; padding: 6px; border: 1px solid #ccc; border-radius: 4px; }
 .item img { display: block; max-width: 100%; height: auto; margin: auto; }
@@ -29,50 +41,19 @@ body { font: 14px/1.4 system-ui, sans-serif; margin: 1.5em; color: #111; }
 .item ul { list-style: none; margin: 4px 0; padding: 0; }
 .item pre { white-space: pre-wrap; word-break: break-word; }
 .shared dt { font-weight: bold; } .shared dd { margin: 0 0 4px 1em; }
+.sheets ul { margin: 4px 0; }
 .plots img { max-width: 48%; margin-right: 1%; }
 """
 
-# Filters hide the items that do not match every chosen value. Each thumbnail marks whether it
-# decoded (data-loaded), and <body data-loaded> counts those that did: broken links show at once.
-SCRIPT = """
-const items = [...document.querySelectorAll('.item')];
-const filters = [...document.querySelectorAll('select[data-filter]')];
-function applyFilters() {
-  let shown = 0;
-  for (const item of items) {
-    item.hidden = !filters.every(f => !f.value || item.dataset['v' + f.dataset.filter] === f.value);
-    shown += item.hidden ? 0 : 1;
-  }
-  document.getElementById('shown').textContent = shown + ' of ' + items.length + ' shown';
-}
-filters.forEach(f => f.addEventListener('change', applyFilters));
-applyFilters();
-const order = document.querySelector('select[data-sort]');
-if (order) order.addEventListener('change', () => {
-  const key = order.value, main = document.querySelector('.items');
-  const value = item => key ? -parseFloat(item.dataset['m' + key] ?? 'Infinity') : items.indexOf(item);
-  [...items].sort((a, b) => value(a) - value(b)).forEach(item => main.appendChild(item));
-});
-const wanted = new URLSearchParams(location.hash.slice(1)).get('sort');  // index.html#sort=clip_score
-if (order && wanted) {
-  order.value = [...order.options].find(option => option.dataset.metric === wanted)?.value ?? '';
-  order.dispatchEvent(new Event('change'));
-}
-let loaded = 0;
-function mark(img) {
-  img.dataset.loaded = img.naturalWidth > 0 ? 'yes' : 'no';
-  if (img.naturalWidth > 0) document.body.dataset.loaded = ++loaded;
-}
-for (const img of document.querySelectorAll('img.thumb')) {
-  if (img.complete) mark(img);
-  else ['load', 'error'].forEach(event => img.addEventListener(event, () => mark(img)));
-}
-"""
 
-
-def write_gallery(sweep: Sweep, sheets: List[Path], plots: Sequence[Path] = ()) -> Path:
+def write_gallery(sweep: Sweep, sheets: List[Path], plots: Sequence[Path] = (),
+                  shown: Optional[Mapping[str, str]] = None) -> Path:
+    """index.html in the sweep folder. `shown` maps an image file to the file the page shows for it
+    (its thumbnail, runner.report.gallery_thumbnails); by default the image itself."""
     images = sum(row.file is not None for row in sweep.rows)
     name = escape(sweep.folder.name)
+    pager = ('<nav class="pager"><button type="button" data-go="-1">&lsaquo; previous</button> '
+             '<span class="page"></span> <button type="button" data-go="1">next &rsaquo;</button></nav>')
     parts = [
         f'<!doctype html>\n<html lang="en"><head><meta charset="utf-8"><title>{name}: sweep gallery</title>',
         f"<style>{STYLE}</style></head>",
@@ -80,19 +61,49 @@ def write_gallery(sweep: Sweep, sheets: List[Path], plots: Sequence[Path] = ()) 
         f"<h1>Sweep {name}</h1>",
         f'<p>{images} images from {len({row.job for row in sweep.rows})} jobs. <span id="shown"></span>. '
         f'Table: {_link(SUMMARY_CSV, SUMMARY_CSV)}</p>',
-        _sheet_links(sweep.folder, sheets),
+        _sheet_index(sweep.folder, sheets),
         _plots(sweep.folder, plots),
         _shared_settings(sweep),
         _filters(sweep),
-        '<main class="items">',
-        *(_item(sweep.params, row, sweep.prompt_texts, sweep.metrics) for row in sweep.rows),
-        "</main>",
+        pager,
+        '<main class="items"></main>',
+        pager,
+        f'<script type="application/json" id="{DATA_ID}">{_json_in_html(_data(sweep, shown or {}))}</script>',
         f"<script>{SCRIPT}</script>",
         "</body></html>\n",
     ]
     path = sweep.folder / GALLERY
     records.atomic_write_bytes(path, "\n".join(parts).encode("utf-8"))
     return path
+
+
+def _data(sweep: Sweep, shown: Mapping[str, str]) -> Dict[str, Any]:
+    """What gallery.js draws: each parameter's values in their order (a row holds an index into
+    them, which is also its sort key) and one entry per image or imageless job."""
+    values = [[display_value(p, v) for v in ordered_values(_raw(p, row) for row in sweep.rows)] for p in sweep.params]
+    positions = [{value: i for i, value in enumerate(listed)} for listed in values]
+    rows = []
+    for row in sweep.rows:
+        entry: Dict[str, Any] = {
+            "job": row.job, "seed": row.seed, "time": row.time, "status": row.status,
+            "v": [positions[i][display_value(p, _raw(p, row))] for i, p in enumerate(sweep.params)],
+            "m": [_finite(row.metrics.get(name)) for name in sweep.metrics]}
+        if row.file is not None:
+            entry.update(file=row.file, thumb=shown.get(row.file, row.file))
+        else:
+            entry["why"] = _why_no_image(row)
+        if row.prompt_id in sweep.prompt_texts:
+            entry["prompt_id"] = row.prompt_id
+        rows.append(entry)
+    return {"page_size": PAGE_SIZE, "run_json": records.RUN_JSON,
+            "params": [{"label": p.label, "key": p.key, "values": v} for p, v in zip(sweep.params, values)],
+            "metrics": sweep.metrics, "prompts": sweep.prompt_texts, "rows": rows}
+
+
+def _json_in_html(data: Dict[str, Any]) -> str:
+    """JSON that no text from a run can end early: <, > and & as JSON escapes, which parse back the same."""
+    text = json.dumps(data, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 
 
 def _plots(folder: Path, plots: Sequence[Path]) -> str:
@@ -105,9 +116,24 @@ def _plots(folder: Path, plots: Sequence[Path]) -> str:
     return f'<section class="plots"><p>Scores per cell, best first: {_link(CELLS_CSV, CELLS_CSV)}</p>{figures}</section>'
 
 
-def _sheet_links(folder: Path, sheets: List[Path]) -> str:
-    links = " ".join(_link(path.relative_to(folder).as_posix(), path.name) for path in sheets)
-    return f'<nav class="sheets">Contact sheets: {links or "none"}</nav>'
+def _sheet_index(folder: Path, sheets: List[Path]) -> str:
+    """Each contact sheet once, with its pages: a sweep over many values has many sheets."""
+    pages: Dict[str, List[Path]] = {}
+    for path in sheets:
+        match = PAGE_SUFFIX.match(path.name)
+        pages.setdefault(match["sheet"] if match else path.stem, []).append(path)
+    if not pages:
+        return '<nav class="sheets">Contact sheets: none</nav>'
+    entries = []
+    for sheet, paths in pages.items():
+        if len(paths) == 1:
+            entries.append(f"<li>{_link(paths[0].relative_to(folder).as_posix(), paths[0].name)}</li>")
+        else:
+            links = " ".join(_link(path.relative_to(folder).as_posix(), f"page {n}") for n, path in enumerate(paths, 1))
+            entries.append(f"<li>{escape(sheet)}: {links}</li>")
+    summary = f"Contact sheets: {len(pages)} sheet{'s' * (len(pages) > 1)}, {len(sheets)} file{'s' * (len(sheets) > 1)}"
+    opened = " open" if len(pages) <= 12 else ""  # a long index stays folded above the images
+    return f'<nav class="sheets"><details{opened}><summary>{summary}</summary><ul>{"".join(entries)}</ul></details></nav>'
 
 
 def _shared_settings(sweep: Sweep) -> str:
@@ -118,50 +144,28 @@ def _shared_settings(sweep: Sweep) -> str:
 
 
 def _filters(sweep: Sweep) -> str:
-    selects = []
+    """A choice of values per swept parameter, and an order: by any parameter, or best first by a metric."""
+    selects, orders = [], []
     for i, param in enumerate(sweep.params):
         values = ordered_values(_raw(param, row) for row in sweep.rows)
         options = "".join(f'<option value="{_shown(param, v)}">{_shown(param, v)}</option>' for v in values)
-        selects.append(f'<label>{escape(param.label)} <select data-filter="{i}">'
+        selects.append(f'<label>{escape(param.label)} <select data-filter="{i}" data-key="{escape(param.label)}">'
                        f'<option value="">all</option>{options}</select></label>')
-    if sweep.metrics:  # best first by the chosen metric; unscored images last
-        options = "".join(f'<option value="{i}" data-metric="{escape(name)}">{escape(name)}, best first</option>'
-                          for i, name in enumerate(sweep.metrics))
-        selects.append(f'<label>order <select data-sort=""><option value="">as run</option>{options}</select></label>')
+        orders.append(f'<option value="p{i}" data-key="{escape(param.label)}">{escape(param.label)}</option>')
+    orders += [f'<option value="m{i}" data-key="{escape(name)}" data-metric="{escape(name)}">{escape(name)}, best first</option>'
+               for i, name in enumerate(sweep.metrics)]  # unscored images last
+    selects.append(f'<label>order <select data-sort=""><option value="">as run</option>{"".join(orders)}</select></label>')
     return f'<form class="filters">{"".join(selects)}</form>'
-
-
-def _item(params: List[Param], row: Row, prompt_texts: Dict[str, str], metrics: List[str]) -> str:
-    settings = [f"{escape(p.label)}={_shown(p, _raw(p, row))}" for p in params]
-    settings += [f"{escape(name)}={row.metrics[name]:.4g}" for name in metrics if name in row.metrics]
-    prompt = prompt_texts.get(row.prompt_id or "")
-    if prompt:  # a prompt set's row: the text beside its id, cut short
-        settings.append(f'<span class="prompt" title="{escape(prompt)}">{escape(_short(prompt))}</span>')
-    data = "".join(f' data-v{i}="{_shown(p, _raw(p, row))}"' for i, p in enumerate(params))
-    data += "".join(f' data-m{i}="{row.metrics[name]!r}"' for i, name in enumerate(metrics) if name in row.metrics)
-    time = f" · {row.time:.2f} s" if row.time is not None else ""
-    facts = (f"job {escape(row.job)} · seed {escape(str(row.seed))}{time} · {escape(row.status)} · "
-             f"{_link(f'{row.job}/{records.RUN_JSON}', records.RUN_JSON)}")
-    if row.file is not None:
-        alt = f"job {escape(row.job)}: " + ", ".join(settings)
-        # loading="lazy": a browser fetches only the images near the screen, however many the sweep made
-        shown = (f'<a href="{_url(row.file)}"><img class="thumb" loading="lazy" decoding="async" '
-                 f'src="{_url(row.file)}" alt="{alt}"></a>')
-    else:
-        shown = f"<pre>{escape(row.status)}: {escape(_why_no_image(row))}</pre>"
-    problem = " problem" if row.status not in ("ok", "skipped") else ""
-    listed = "".join(f"<li>{setting}</li>" for setting in settings)
-    return f'<figure class="item{problem}"{data}>{shown}<figcaption><ul>{listed}</ul>{facts}</figcaption></figure>'
-
-
-def _short(text: str, limit: int = 80) -> str:
-    return text if len(text) <= limit else text[:limit - 1].rstrip() + "…"
 
 
 def _why_no_image(row: Row) -> str:
     if row.error:
         return row.error
     return "no run.json: the job never finished" if row.status == "missing" else "no image recorded"
+
+
+def _finite(score: Optional[float]) -> Optional[float]:
+    return score if score is not None and math.isfinite(score) else None  # JSON has no NaN
 
 
 def _raw(param: Param, row: Row) -> Any:

@@ -1,0 +1,52 @@
+"""The gallery's thumbnail files, written once at a sweep's end.
+
+A page of the gallery shows up to a hundred images; at 1024² that would be ~150 MB for the browser to
+fetch and decode. Each image larger than thumbnails.THUMB gets a JPEG thumbnail under
+`thumbnails/<job>/`, made from the thumbnail the writer kept in memory (the one the contact sheets
+use), so the images are not read back. A thumbnail newer than its image is left as it is: a rebuild
+(`lcm-grid`) writes only what changed. Smaller images are shown as they are. Torch-free.
+"""
+from __future__ import annotations
+
+import io
+import os
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Dict, Optional
+
+from PIL import Image
+
+from runner.outputs import records, thumbnails
+from runner.report.sweep_folder import Sweep
+
+FOLDER = "thumbnails"  # under the sweep folder: thumbnails/<job>/<image stem>.jpg
+QUALITY = 85
+
+
+def write_gallery_thumbnails(sweep: Sweep) -> Dict[str, str]:
+    """{image file: what the gallery shows for it}, both relative to the sweep folder."""
+    files = [row.file for row in sweep.rows if row.file is not None]
+    with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:  # Pillow releases the GIL
+        shown = list(pool.map(lambda file: _thumbnail(sweep.folder, file), files))
+    return {file: thumb or file for file, thumb in zip(files, shown)}
+
+
+def _thumbnail(folder: Path, file: str) -> Optional[str]:
+    """The thumbnail's path relative to `folder`, or None where the image is shown itself (small,
+    or unreadable: the gallery then shows the broken link)."""
+    image = folder / file
+    relative = f"{FOLDER}/{Path(file).with_suffix('.jpg').as_posix()}"
+    target = folder / relative
+    try:
+        with Image.open(image) as opened:  # reads the header only
+            if max(opened.size) <= thumbnails.THUMB:
+                return None
+        if target.is_file() and target.stat().st_mtime_ns >= image.stat().st_mtime_ns:
+            return relative  # written by an earlier build, from this very image
+        encoded = io.BytesIO()
+        thumbnails.of(image).save(encoded, format="JPEG", quality=QUALITY)
+    except OSError:
+        return None
+    target.parent.mkdir(parents=True, exist_ok=True)
+    records.atomic_write_bytes(target, encoded.getvalue())
+    return relative
