@@ -13,8 +13,11 @@ not counted, so no figure includes the browser's start. Then, in turns, REPEATS 
 - filter: then choosing the second seed, the same way;
 - elements: the DOM's element count once drawn.
 
-The best of the repeats is reported, with after/before ratios; results go to bench_gallery.json and
-.md in --out.
+The best of the repeats is reported, with after/before ratios. Besides, the end-of-sweep cost of
+the gallery's thumbnail files: 100 images of 1024² (--thumbnail-images) (noise, so that PNG decoding costs what it does on
+real images), their thumbnails first kept as lcm-run's writer keeps them, then read back from disk
+(past the writer's memory cap), and a rebuild that finds them written. Results go to
+bench_gallery.json and .md in --out.
 """
 from __future__ import annotations
 
@@ -25,11 +28,17 @@ import platform
 import shutil
 import subprocess
 import tempfile
+import time
 import types
+
+import numpy as np
+from PIL import Image
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
+from runner.outputs import records, thumbnails
 from runner.report import gallery
+from runner.report.gallery_thumbnails import FOLDER, write_gallery_thumbnails
 from runner.report.sweep_folder import load_sweep
 from tests.browser import Chromium
 from tests.synthetic_sweep import write_sweep
@@ -83,7 +92,26 @@ def measure(browser: Chromium, page: Path) -> Dict[str, float]:
     return timings
 
 
-def run(sizes: List[int], repeats: int, commit: str) -> Dict[str, Any]:
+def thumbnail_cost(folder: Path, images: int = 100, side: int = 1024) -> Dict[str, float]:
+    """Seconds an image for write_gallery_thumbnails: from kept thumbnails, from disk, already written."""
+    write_sweep(folder, [1], [0.0], list(range(images)), size=(side, side))
+    noise = np.random.default_rng(0)
+    for path in folder.glob("*/image_*.png"):
+        image = Image.fromarray(noise.integers(0, 256, (side, side, 3), dtype=np.uint8))
+        records.save_png(path, image)
+        thumbnails.keep(path, image)
+    sweep, seconds = load_sweep(folder), {}
+    for way in ("kept", "from_disk", "already_written"):
+        if way == "from_disk":
+            thumbnails.forget()
+            shutil.rmtree(folder / FOLDER)
+        started = time.perf_counter()
+        write_gallery_thumbnails(sweep)
+        seconds[way] = (time.perf_counter() - started) / images
+    return seconds
+
+
+def run(sizes: List[int], repeats: int, commit: str, thumbnail_images: int = 100) -> Dict[str, Any]:
     before = gallery_of(commit)
     results: Dict[str, Any] = {"before_commit": commit, "repeats": repeats, "sizes": []}
     folder = Path(tempfile.mkdtemp(prefix="bench-gallery-"))
@@ -104,6 +132,7 @@ def run(sizes: List[int], repeats: int, commit: str) -> Dict[str, Any]:
                 results["sizes"].append({"images": images, "html_bytes": {w: p.stat().st_size for w, p in pages.items()},
                                          "best": best, "runs": runs})
                 shutil.rmtree(folder / str(images), ignore_errors=True)
+        results["thumbnails_s_per_image"] = thumbnail_cost(folder / "thumbnails", thumbnail_images)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     return results
@@ -122,6 +151,10 @@ def markdown(results: Dict[str, Any]) -> str:
         lines.append(f"| {size['images']:,} | after / before | {ratio['render_s']:.3f} | {ratio['sort_s']:.3f} "
                      f"| {ratio['filter_s']:.3f} | {ratio['elements']:.3f} | |")
     lines.append(f"\nA blank page renders in {results['blank_page_s']:.3f} s in the same browser.")
+    cost = results["thumbnails_s_per_image"]
+    lines.append(f"Thumbnail files at a sweep's end, 1024² images: {cost['kept'] * 1000:.1f} ms an image from kept "
+                 f"thumbnails, {cost['from_disk'] * 1000:.1f} ms read back from disk, "
+                 f"{cost['already_written'] * 1000:.2f} ms when a rebuild finds them written.")
     return "\n".join(lines) + "\n"
 
 
@@ -129,10 +162,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.bench_gallery", description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000], help="images per sweep")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--thumbnail-images", type=int, default=100, help="1024² images whose thumbnails are timed")
     parser.add_argument("--before", default=BEFORE, help="the commit whose gallery is the baseline")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     args = parser.parse_args(argv)
-    results = run(args.sizes, args.repeats, args.before)
+    results = run(args.sizes, args.repeats, args.before, args.thumbnail_images)
     results["machine"] = {"cpus": os.cpu_count(), "python": platform.python_version()}
     table = markdown(results)
     args.out.mkdir(parents=True, exist_ok=True)

@@ -1,7 +1,7 @@
 """A sweep folder as `lcm-run -m` leaves it, without running a model: for the gallery's tests and its
 benchmark, which need hundreds to thousands of images. Each job's image, its PNG metadata and its
 run.json are written by the runner's own writers (runner.outputs), one job per combination of the
-axes; each image is one flat colour, and carries a clip_score that the test can sort by.
+axes; each image is one flat colour, with a clip_score to sort by.
 """
 from __future__ import annotations
 
@@ -22,13 +22,16 @@ def score(job: int) -> float:
 
 
 def write_sweep(root: Path, steps: List[int], guidance: List[float], seeds: List[int],
-                size: tuple = (64, 64)) -> Path:
-    """len(steps) * len(guidance) * len(seeds) jobs of one image each, seeds varying fastest."""
+                size: tuple = (64, 64), scored: bool = True) -> Path:
+    """len(steps) * len(guidance) * len(seeds) jobs of one image each, seeds varying fastest; with
+    `scored`, each image has a clip_score (and the report draws its plot)."""
     for number, (step, cfg, seed) in enumerate(itertools.product(steps, guidance, seeds)):
         job = root / str(number)
         job.mkdir(parents=True)
         record = _record(job, step, cfg, seed, size)
-        entry = {"file": records.image_name(0, seed), "seed": seed, "index": 0, "metrics": {"clip_score": score(number)}}
+        entry = {"file": records.image_name(0, seed), "seed": seed, "index": 0}
+        if scored:
+            entry["metrics"] = {"clip_score": score(number)}
         record["images"] = [entry]
         colour = (40 + 50 * step % 200, int(80 * cfg) % 256, seed * 37 % 256)
         records.save_png(job / entry["file"], Image.new("RGB", size, colour), png_metadata.png_info(record, entry))

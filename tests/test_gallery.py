@@ -10,7 +10,8 @@ import pytest
 from PIL import Image
 
 from runner.report import build_report, contact_sheets
-from runner.report.gallery_thumbnails import FOLDER
+from runner.report.gallery_thumbnails import FOLDER, write_gallery_thumbnails
+from runner.report.sweep_folder import load_sweep
 from tests.browser import CHROMIUM, Chromium
 from tests.synthetic_sweep import write_sweep
 
@@ -22,7 +23,7 @@ def gallery_data(page: str) -> dict:
 
 
 def test_big_images_get_a_thumbnail_written_once_small_ones_are_shown_as_they_are(tmp_path):
-    big = write_sweep(tmp_path / "big", steps=[1, 2], guidance=[0.0], seeds=[0, 1], size=(640, 480))
+    big = write_sweep(tmp_path / "big", steps=[1, 2], guidance=[0.0], seeds=[0, 1], size=(640, 480), scored=False)
     page = build_report(big)["gallery"].read_text()
     thumbs = sorted(big.glob(f"{FOLDER}/*/*.jpg"))
     assert [p.relative_to(big).as_posix() for p in thumbs] == [
@@ -35,17 +36,18 @@ def test_big_images_get_a_thumbnail_written_once_small_ones_are_shown_as_they_ar
     image = big / "2" / "image_00_seed0.png"
     Image.new("RGB", (640, 480), (255, 0, 0)).save(image)  # a changed image: its thumbnail follows
     os.utime(image, ns=(written[thumbs[2]] + 10**9,) * 2)
-    build_report(big)
+    write_gallery_thumbnails(load_sweep(big))
     assert {p: p.stat().st_mtime_ns for p in thumbs if p != thumbs[2]} == {p: t for p, t in written.items() if p != thumbs[2]}
     assert Image.open(thumbs[2]).convert("RGB").getpixel((10, 10))[0] > 240
     small = write_sweep(tmp_path / "small", steps=[1, 2], guidance=[0.0], seeds=[0], size=(64, 64))
-    rows = gallery_data(build_report(small)["gallery"].read_text())["rows"]
-    assert not (small / FOLDER).exists() and all(row["thumb"] == row["file"] for row in rows)
+    assert write_gallery_thumbnails(load_sweep(small)) == {f"{job}/image_00_seed0.png": f"{job}/image_00_seed0.png"
+                                                           for job in (0, 1)}
+    assert not (small / FOLDER).exists()
 
 
 def test_the_sheet_index_lists_each_sheet_with_its_pages(tmp_path, monkeypatch):
-    sweep = write_sweep(tmp_path / "sweep", steps=[1, 2, 4], guidance=[0.0, 1.0], seeds=[0, 1, 2, 3, 4, 5])
-    monkeypatch.setattr(contact_sheets, "MAX_SIDE", 600)
+    sweep = write_sweep(tmp_path / "sweep", steps=[1, 2], guidance=[0.0, 1.0], seeds=[0, 1, 2], scored=False)
+    monkeypatch.setattr(contact_sheets, "MAX_SIDE", 500)  # two of three columns a page
     written = build_report(sweep)
     sheets = ["contact_sheet_sampling.guidance_scale=0", "contact_sheet_sampling.guidance_scale=1"]
     assert [p.name for p in written["contact_sheets"]] == [f"{s}_p{n}.png" for s in sheets for n in (1, 2)]

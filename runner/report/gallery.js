@@ -55,7 +55,7 @@ function figure(row) {
     picture = element('pre', {}, row.status + ': ' + row.why);
   }
   const time = row.time == null ? '' : ' \u00b7 ' + row.time.toFixed(2) + ' s';
-  const facts = ['job ' + row.job + ' \u00b7 seed ' + row.seed + time + ' \u00b7 ' + row.status + ' \u00b7 ',
+  const facts = ['job ' + row.job + ' \u00b7 seed ' + (row.seed ?? 'none') + time + ' \u00b7 ' + row.status + ' \u00b7 ',
                  element('a', {href: url(row.job + '/' + data.run_json)}, data.run_json)];
   return element('figure', attributes, picture, element('figcaption', {}, element('ul', {}, ...items), ...facts));
 }

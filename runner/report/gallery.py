@@ -80,7 +80,7 @@ def write_gallery(sweep: Sweep, sheets: List[Path], plots: Sequence[Path] = (),
 def _data(sweep: Sweep, shown: Mapping[str, str]) -> Dict[str, Any]:
     """What gallery.js draws: each parameter's values in their order (a row holds an index into
     them, which is also its sort key) and one entry per image or imageless job."""
-    values = [[display_value(p, v) for v in ordered_values(_raw(p, row) for row in sweep.rows)] for p in sweep.params]
+    values = _values(sweep)
     positions = [{value: i for i, value in enumerate(listed)} for listed in values]
     rows = []
     for row in sweep.rows:
@@ -98,6 +98,13 @@ def _data(sweep: Sweep, shown: Mapping[str, str]) -> Dict[str, Any]:
     return {"page_size": PAGE_SIZE, "run_json": records.RUN_JSON,
             "params": [{"label": p.label, "key": p.key, "values": v} for p, v in zip(sweep.params, values)],
             "metrics": sweep.metrics, "prompts": sweep.prompt_texts, "rows": rows}
+
+
+def _values(sweep: Sweep) -> List[List[str]]:
+    """Each swept parameter's values as shown, in order (numbers numeric, others as run); values
+    that read the same (0 and 0.0) are one."""
+    return [list(dict.fromkeys(display_value(p, v) for v in ordered_values(_raw(p, row) for row in sweep.rows)))
+            for p in sweep.params]
 
 
 def _json_in_html(data: Dict[str, Any]) -> str:
@@ -146,9 +153,8 @@ def _shared_settings(sweep: Sweep) -> str:
 def _filters(sweep: Sweep) -> str:
     """A choice of values per swept parameter, and an order: by any parameter, or best first by a metric."""
     selects, orders = [], []
-    for i, param in enumerate(sweep.params):
-        values = ordered_values(_raw(param, row) for row in sweep.rows)
-        options = "".join(f'<option value="{_shown(param, v)}">{_shown(param, v)}</option>' for v in values)
+    for i, (param, values) in enumerate(zip(sweep.params, _values(sweep))):
+        options = "".join(f'<option value="{escape(v)}">{escape(v)}</option>' for v in values)
         selects.append(f'<label>{escape(param.label)} <select data-filter="{i}" data-key="{escape(param.label)}">'
                        f'<option value="">all</option>{options}</select></label>')
         orders.append(f'<option value="p{i}" data-key="{escape(param.label)}">{escape(param.label)}</option>')
@@ -170,10 +176,6 @@ def _finite(score: Optional[float]) -> Optional[float]:
 
 def _raw(param: Param, row: Row) -> Any:
     return row.values.get(param.key, UNKNOWN)
-
-
-def _shown(param: Param, value: Any) -> str:
-    return escape(display_value(param, value))
 
 
 def _url(relative: str) -> str:
