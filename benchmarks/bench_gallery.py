@@ -3,7 +3,7 @@
 For each size (1,000 and 10,000 images by default) one synthetic sweep folder (tests.synthetic_sweep:
 64² PNGs and run.json written by the runner's writers, one clip_score an image) gets two galleries
 side by side: `before.html`, written by the gallery of commit BEFORE (every image a <figure> of the
-page, thumbnails loading="lazy"), and `index.html`, written by this checkout's (one JSON array, 100
+page, thumbnails loading="lazy"), and `after.html`, written by this checkout's (one JSON array, 100
 figures a page). One Chromium serves every load (tests.browser); each page is opened once first and
 not counted, so no figure includes the browser's start. Then, in turns, REPEATS times each:
 
@@ -11,12 +11,13 @@ not counted, so no figure includes the browser's start. Then, in turns, REPEATS 
   screen drawn and the page's script done);
 - sort: choosing "clip_score, best first", from the change event to two frames later;
 - filter: then choosing the second seed, the same way;
-- elements: the DOM's element count once drawn.
+- elements: the DOM's element count once drawn;
+- write: the seconds `write_gallery` takes (once, from the loaded sweep).
 
 The best of the repeats is reported, with after/before ratios. Besides, the end-of-sweep cost of
-the gallery's thumbnail files: 100 images of 1024² (--thumbnail-images) (noise, so that PNG decoding costs what it does on
-real images), their thumbnails first kept as lcm-run's writer keeps them, then read back from disk
-(past the writer's memory cap), and a rebuild that finds them written. Results go to
+the gallery's thumbnail files: 100 images of 1024² (--thumbnail-images; noise, so that decoding a PNG
+costs what it does on real images), their thumbnails first kept as lcm-run's writer keeps them,
+then read back from disk (past the writer's memory cap), then a rebuild that finds them written. Results go to
 bench_gallery.json and .md in --out.
 """
 from __future__ import annotations
@@ -75,13 +76,15 @@ def gallery_of(commit: str) -> types.ModuleType:
     return module
 
 
-def write_galleries(folder: Path, images: int, before: types.ModuleType) -> Dict[str, Path]:
-    seeds = list(range(images // (len(STEPS) * len(GUIDANCE))))
-    write_sweep(folder, STEPS, GUIDANCE, seeds)
-    sweep = load_sweep(folder)
-    old = before.write_gallery(sweep, [])
-    old = old.rename(folder / "before.html")
-    return {"before": old, "after": gallery.write_gallery(sweep, [])}
+def write_galleries(folder: Path, images: int, before: types.ModuleType) -> Dict[str, Dict[str, Any]]:
+    """{"before"|"after": {"page": the gallery, "write_s": seconds to write it}}."""
+    write_sweep(folder, STEPS, GUIDANCE, list(range(images // (len(STEPS) * len(GUIDANCE)))))
+    sweep, written = load_sweep(folder), {}
+    for way, module in (("before", before), ("after", gallery)):
+        started = time.perf_counter()
+        page = module.write_gallery(sweep, [])
+        written[way] = {"write_s": time.perf_counter() - started, "page": page.rename(folder / f"{way}.html")}
+    return written
 
 
 def measure(browser: Chromium, page: Path) -> Dict[str, float]:
@@ -121,7 +124,8 @@ def run(sizes: List[int], repeats: int, commit: str, thumbnail_images: int = 100
             blank = browser.evaluate(RENDER) / 1000
             results["blank_page_s"] = blank
             for images in sizes:
-                pages = write_galleries(folder / str(images), images, before)
+                written = write_galleries(folder / str(images), images, before)
+                pages = {way: done["page"] for way, done in written.items()}
                 runs: Dict[str, List[Dict[str, float]]] = {way: [] for way in pages}
                 for way, page in pages.items():
                     measure(browser, page)  # warm-up: not counted
@@ -129,6 +133,8 @@ def run(sizes: List[int], repeats: int, commit: str, thumbnail_images: int = 100
                     for way, page in pages.items():
                         runs[way].append(measure(browser, page))
                 best = {way: {key: min(r[key] for r in done) for key in done[0]} for way, done in runs.items()}
+                for way in best:
+                    best[way]["write_s"] = written[way]["write_s"]
                 results["sizes"].append({"images": images, "html_bytes": {w: p.stat().st_size for w, p in pages.items()},
                                          "best": best, "runs": runs})
                 shutil.rmtree(folder / str(images), ignore_errors=True)
@@ -139,17 +145,17 @@ def run(sizes: List[int], repeats: int, commit: str, thumbnail_images: int = 100
 
 
 def markdown(results: Dict[str, Any]) -> str:
-    lines = ["| images | gallery | render (s) | sort by a metric (s) | filter (s) | DOM elements | page (MB) |",
-             "|---:|---|---:|---:|---:|---:|---:|"]
+    keys = ("write_s", "render_s", "sort_s", "filter_s", "elements")
+    lines = ["| images | gallery | write (s) | render (s) | sort by a metric (s) | filter (s) | DOM elements | page (MB) |",
+             "|---:|---|---:|---:|---:|---:|---:|---:|"]
     for size in results["sizes"]:
         best = size["best"]
         for way in ("before", "after"):
             b = best[way]
-            lines.append(f"| {size['images']:,} | {way} | {b['render_s']:.3f} | {b['sort_s']:.3f} | {b['filter_s']:.3f} "
-                         f"| {b['elements']:,.0f} | {size['html_bytes'][way] / 1e6:.2f} |")
-        ratio = {key: best["after"][key] / best["before"][key] for key in ("render_s", "sort_s", "filter_s", "elements")}
-        lines.append(f"| {size['images']:,} | after / before | {ratio['render_s']:.3f} | {ratio['sort_s']:.3f} "
-                     f"| {ratio['filter_s']:.3f} | {ratio['elements']:.3f} | |")
+            lines.append(f"| {size['images']:,} | {way} | {b['write_s']:.3f} | {b['render_s']:.3f} | {b['sort_s']:.3f} "
+                         f"| {b['filter_s']:.3f} | {b['elements']:,.0f} | {size['html_bytes'][way] / 1e6:.2f} |")
+        ratio = {key: best["after"][key] / best["before"][key] for key in keys}
+        lines.append(f"| {size['images']:,} | after / before | " + " | ".join(f"{ratio[key]:.3f}" for key in keys) + " | |")
     lines.append(f"\nA blank page renders in {results['blank_page_s']:.3f} s in the same browser.")
     cost = results["thumbnails_s_per_image"]
     lines.append(f"Thumbnail files at a sweep's end, 1024² images: {cost['kept'] * 1000:.1f} ms an image from kept "

@@ -80,14 +80,14 @@ def write_gallery(sweep: Sweep, sheets: List[Path], plots: Sequence[Path] = (),
 def _data(sweep: Sweep, shown: Mapping[str, str]) -> Dict[str, Any]:
     """What gallery.js draws: each parameter's values in their order (a row holds an index into
     them, which is also its sort key) and one entry per image or imageless job."""
-    values = _values(sweep)
+    values, metrics = _values(sweep), sweep.metrics  # sweep.metrics walks every row: once
     positions = [{value: i for i, value in enumerate(listed)} for listed in values]
     rows = []
     for row in sweep.rows:
         entry: Dict[str, Any] = {
             "job": row.job, "seed": row.seed, "time": row.time, "status": row.status,
             "v": [positions[i][display_value(p, _raw(p, row))] for i, p in enumerate(sweep.params)],
-            "m": [_finite(row.metrics.get(name)) for name in sweep.metrics]}
+            "m": [_finite(row.metrics.get(name)) for name in metrics]}
         if row.file is not None:
             entry.update(file=row.file, thumb=shown.get(row.file, row.file))
         else:
@@ -97,7 +97,7 @@ def _data(sweep: Sweep, shown: Mapping[str, str]) -> Dict[str, Any]:
         rows.append(entry)
     return {"page_size": PAGE_SIZE, "run_json": records.RUN_JSON,
             "params": [{"label": p.label, "key": p.key, "values": v} for p, v in zip(sweep.params, values)],
-            "metrics": sweep.metrics, "prompts": sweep.prompt_texts, "rows": rows}
+            "metrics": metrics, "prompts": sweep.prompt_texts, "rows": rows}
 
 
 def _values(sweep: Sweep) -> List[List[str]]:
