@@ -1,10 +1,11 @@
 """The gallery's thumbnail files, written once at a sweep's end.
 
 A page of the gallery shows up to a hundred images; at 1024² that would be ~150 MB for the browser to
-fetch and decode. Each image larger than thumbnails.THUMB gets a JPEG thumbnail under
+fetch and decode. Each image of thumbnails.THUMB px or more on a side gets a JPEG thumbnail under
 `thumbnails/<job>/`, made from the thumbnail the writer kept in memory (the one the contact sheets
 use), so the images are not read back. A thumbnail newer than its image is left as it is: a rebuild
-(`lcm-grid`) writes only what changed. Smaller images are shown as they are. Torch-free.
+(`lcm-grid`) writes only what changed, without opening the images. Images smaller than a thumbnail
+are shown as they are. Torch-free.
 """
 from __future__ import annotations
 
@@ -13,8 +14,6 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Dict, Optional
-
-from PIL import Image
 
 from runner.outputs import records, thumbnails
 from runner.report.sweep_folder import Sweep
@@ -38,13 +37,13 @@ def _thumbnail(folder: Path, file: str) -> Optional[str]:
     relative = f"{FOLDER}/{Path(file).with_suffix('.jpg').as_posix()}"
     target = folder / relative
     try:
-        with Image.open(image) as opened:  # reads the header only
-            if max(opened.size) <= thumbnails.THUMB:
-                return None
         if target.is_file() and target.stat().st_mtime_ns >= image.stat().st_mtime_ns:
             return relative  # written by an earlier build, from this very image
+        thumb = thumbnails.of(image)  # the writer's, else read back
+        if max(thumb.size) < thumbnails.THUMB:  # a thumbnail never grows: the image is this small
+            return None
         encoded = io.BytesIO()
-        thumbnails.of(image).save(encoded, format="JPEG", quality=QUALITY)
+        thumb.save(encoded, format="JPEG", quality=QUALITY)
     except OSError:
         return None
     target.parent.mkdir(parents=True, exist_ok=True)
