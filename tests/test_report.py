@@ -331,7 +331,6 @@ def test_a_sheet_longer_than_the_limit_is_split_into_pages_and_rebuilt_whole(tmp
     assert not list(sweep.glob("contact_sheet_p*.png")), "pages of the earlier layout are removed"
 
 
-
 def test_summary_and_cells_come_from_one_pass_over_the_records_without_reading_an_image(tmp_path, monkeypatch):
     from runner.report.cells import write_cells_csv
     from runner.report.summary_csv import write_summary_csv
