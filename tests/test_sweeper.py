@@ -45,7 +45,8 @@ def same_sweep_three_ways(grid, tmp_path, jobs):
 @pytest.mark.slow
 def test_same_jobs_files_and_pixels_as_hydras_basic_sweeper(tiny_zoo, tmp_path):
     done, stock = same_sweep_three_ways(GRID, tmp_path, jobs=6)
-    launched = [int(n) for n in re.findall(r"#(\d+) :", done.stdout + done.stderr)]
+    ours = tmp_path / "ours"  # the order the jobs ran in: each run.json is written as its job ends
+    launched = sorted(range(6), key=lambda n: (ours / str(n) / "run.json").stat().st_mtime_ns)
     stacks = {0: "lcm", 1: "lcm", 2: "none", 3: "none", 4: "lcm_papercut", 5: "lcm_papercut"}
     switches = sum(stacks[a] != stacks[b] for a, b in zip(launched, launched[1:]))
     assert sorted(launched) == list(range(6)) and switches == 2, "each LoRA stack once, then the next"
