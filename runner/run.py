@@ -24,6 +24,7 @@ from runner.config.schema import override_strings, record_of, to_container
 from runner.errors import UserError
 from runner.config.job_plan import JobPlan
 from runner.outputs.writers import Writer
+from runner.outputs.locks import FolderLock
 from runner.engine.state import ENGINE
 
 log = logging.getLogger("lcm-run")
@@ -37,33 +38,56 @@ def run(cfg: DictConfig, output_dir: Optional[Union[str, Path]] = None,
     thumbnails kept; a background writer may still be completing the record returned (runner.outputs.writers)."""
     started = time.perf_counter()
     job_dir = Path(output_dir if output_dir is not None else cfg.paths.output_dir).resolve()
+    lock = FolderLock(job_dir)
     try:  # every user error surfaces here, before anything loads or is written
         plan = HANDOFF.plan_of(cfg)
         identity = HANDOFF.identity_of(cfg)
+        # One process per job folder: another one running this job is waited for, then found finished.
+        lock.acquire(f"another process is running the job in {job_dir}")
         previous = records.previous_job(job_dir, identity)
     except UserError as error:
+        lock.release()
         _record_rejected_sweep_job(job_dir, cfg, error)
+        raise
+    except BaseException:
+        lock.release()
         raise
     if previous == "complete":
         batching.step_down(identity)
-        return _skip(job_dir)
-    if previous == "partial":
-        log.log(_job_level(), "redoing an unfinished attempt of this job in %s", job_dir)
-        records.clear_partial(job_dir)
-    record = _new_record(cfg, job_dir, plan, _overrides() if overrides is None else list(overrides))
-    record["id"] = identity
+        try:
+            return _skip(job_dir)
+        finally:
+            lock.release()
     try:
-        outputs = _execute(plan, job_dir, record)
-    except BaseException as error:
-        if not isinstance(error, UserError):
-            ENGINE.reset()  # a model interrupted mid-change is not trusted: the next job reloads
-        _record_outcome(job_dir, record, started, error)
+        if previous == "partial":
+            log.log(_job_level(), "redoing an unfinished attempt of this job in %s", job_dir)
+            records.clear_partial(job_dir)
+        record = _new_record(cfg, job_dir, plan, _overrides() if overrides is None else list(overrides))
+        record["id"] = identity
+        try:
+            outputs = _execute(plan, job_dir, record)
+        except BaseException as error:
+            if not isinstance(error, UserError):
+                ENGINE.reset()  # a model interrupted mid-change is not trusted: the next job reloads
+            _record_outcome(job_dir, record, started, error)
+            raise
+    except BaseException:
+        lock.release()
         raise
+    finish = functools.partial(_finish_and_release, lock, job_dir, record, plan, outputs, started)
     if writer is None:
-        _finish(job_dir, record, plan, outputs, started)
+        finish()
     else:  # in a sweep: the writer also keeps thumbnails for the end-of-sweep contact sheets
-        writer.submit(functools.partial(_finish, job_dir, record, plan, outputs, started, keep_thumbnails=True))
+        writer.submit(functools.partial(finish, keep_thumbnails=True))
     return record
+
+
+def _finish_and_release(lock: FolderLock, *args: Any, **kwargs: Any) -> None:
+    """_finish, then let go of the job folder: its run.json is written by then."""
+    try:
+        _finish(*args, **kwargs)
+    finally:
+        lock.release()
 
 
 def _finish(job_dir: Path, record: Dict[str, Any], plan: JobPlan, outputs, started: float,

@@ -19,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from runner.sweep import chunks, expansion
 from runner.sweep.progress import SweepProgress
+from runner.sweep.folders import SWEEP_FOLDER
 from runner.config import file_checks
 from runner.outputs import records, thumbnails, writers
 from runner.config.schema import job_identity, override_strings
@@ -72,6 +73,19 @@ class RunnerCallbacks(Callback):
             leave(EXIT_BAD_INPUT, str(error))
         self.total = None if jobs is None else len(jobs)
         self.finished = 0
+        if not config.plan:  # a dry run writes nothing, so it claims no folder
+            try:  # one sweep per folder; a new time-stamped folder per sweep (runner.sweep.folders)
+                file_checks.check_writable("hydra.sweep.dir", Path(str(config.hydra.sweep.dir)).resolve())
+                SWEEP_FOLDER.claim(config)
+            except UserError as error:
+                leave(EXIT_BAD_INPUT, str(error))
+        try:
+            self._check_jobs(config, jobs)
+        except BaseException:  # nothing ran: the folder is let go, and removed if this sweep made it
+            SWEEP_FOLDER.unused()
+            raise
+
+    def _check_jobs(self, config: DictConfig, jobs: Optional[List[List[str]]]) -> None:
         sweep_dir = Path(str(config.hydra.sweep.dir)).resolve()
         if jobs is None:  # another sweeper: each job is still checked when it starts
             if config.plan:
@@ -87,10 +101,6 @@ class RunnerCallbacks(Callback):
             cost_ordered = OmegaConf.select(config, "hydra.sweeper.order") == "cost"  # lcm-run's sweeper
             print(expansion.describe(planned, sweep_dir, cost_ordered))
             raise SystemExit(EXIT_BAD_INPUT if any(job.error for job in planned) else EXIT_OK)
-        try:
-            file_checks.check_writable("hydra.sweep.dir", sweep_dir)
-        except UserError as error:
-            leave(EXIT_BAD_INPUT, str(error))
         bad = [job for job in planned if job.error]
         if bad and config.on_invalid != "skip":
             listing = "\n".join(f"  job {job.number} ({' '.join(job.overrides)}): {job.error}" for job in bad)
@@ -143,6 +153,7 @@ class RunnerCallbacks(Callback):
             sheets = ", ".join(path.name for path in report["contact_sheets"])
             log.info("contact sheets: %s; gallery: %s", sheets, report["gallery"].name)
         thumbnails.forget()
+        SWEEP_FOLDER.release()
         print(f"Sweep results in {sweep_dir}")
         failed = statuses.get("failed", 0)
         if failed:
