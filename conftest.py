@@ -43,3 +43,25 @@ def fresh_cache():
     ENGINE.reset()
     yield
     ENGINE.reset()
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster(tmp_path_factory):
+    """A single-node SLURM cluster on 127.0.0.1 (munge, slurmctld, slurmd) for the session, in a
+    temporary folder; skipped where SLURM is not installed, failed there in CI (tests/clusters.py)."""
+    from tests import clusters
+
+    cluster = clusters.start_slurm(tmp_path_factory.mktemp("slurm"))
+    yield cluster
+    clusters.stop_slurm(cluster)
+
+
+@pytest.fixture(scope="session")
+def ray_head(tmp_path_factory):
+    """A local Ray head node on 127.0.0.1 for the session; skipped without the `ray` extra, failed
+    then in CI (tests/clusters.py)."""
+    from tests import clusters
+
+    head = clusters.start_ray(tmp_path_factory.mktemp("ray"))
+    yield head
+    clusters.stop_ray(head)

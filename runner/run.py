@@ -159,7 +159,7 @@ def _new_record(cfg: DictConfig, job_dir: Path, plan: JobPlan, overrides: List[s
         "inputs": {},
         "images": [],
         "device": None,
-        "process": {"pid": os.getpid(), "host": socket.gethostname()},  # which launcher worker ran it
+        "process": _process(),  # which launcher worker ran it
         "timings": {},
         "cache": {},
         "versions": records.versions(),
@@ -233,6 +233,15 @@ def _save_images(job_dir: Path, images: List[Any], record: Dict[str, Any], plan:
             thumbnails.keep(job_dir / entry["file"], image)
         saved.append(entry)
     return saved
+
+
+def _process() -> Dict[str, Any]:
+    """The pid and host that ran the job, and under SLURM the task's job id (<array job>_<task>)."""
+    process: Dict[str, Any] = {"pid": os.getpid(), "host": socket.gethostname()}
+    if os.environ.get("SLURM_JOB_ID"):
+        array = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
+        process["slurm_job"] = f"{array[0]}_{array[1]}" if all(array) else os.environ["SLURM_JOB_ID"]
+    return process
 
 
 def _overrides() -> List[str]:

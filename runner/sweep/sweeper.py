@@ -65,7 +65,14 @@ class LcmSweeper(Sweeper):
         sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
         if not isinstance(self.launcher, BasicLauncher):
-            results = self.launcher.launch(jobs, initial_job_idx=0)
+            if type(self.launcher).__name__ == "SlurmLauncher":  # Hydra's submitit plugin
+                from runner.sweep import slurm_states
+
+                slurm_states.install()  # clusters without sacct: states from squeue
+                with slurm_states.stopped_tasks_explained(sweep_dir):
+                    results = self.launcher.launch(jobs, initial_job_idx=0)
+            else:
+                results = self.launcher.launch(jobs, initial_job_idx=0)
         else:
             results = self._launch_composed(jobs, expansion, batching)
         HANDOFF.reset()  # what the check and the launch kept for these jobs
