@@ -23,6 +23,8 @@ import pytest
 
 SLURM_BINARIES = ("munged", "slurmctld", "slurmd", "sbatch", "squeue", "scancel", "sinfo")
 PARTITION = "debug"
+PASSED_TO_WORKERS = ("HF_HUB_OFFLINE", "HF_HOME", "HF_HUB_CACHE", "LCM_RUNNER_ZOO", "LCM_RUNNER_MODELS",
+                     "OMP_NUM_THREADS")
 NODE = "lcmnode"
 
 
@@ -184,7 +186,10 @@ def start_ray(root: Path, cpus: int = 2) -> RayHead:
         missing("Ray is not installed (pip install -e \".[ray]\")")
     port = free_port()
     root.mkdir(parents=True, exist_ok=True)
-    env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0")
+    # A head started apart from lcm-run: its workers know nothing of the runner's variables (they
+    # must come through runtime_env, conf/hydra/launcher/ray_cluster.yaml).
+    env = {k: v for k, v in os.environ.items() if k not in PASSED_TO_WORKERS}
+    env["RAY_USAGE_STATS_ENABLED"] = "0"
     # a short temp folder: Ray's socket paths must fit in 107 bytes
     temp = Path(f"/tmp/ray-{os.getpid()}-{port}")
     process = _start([str(ray), "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={port}",

@@ -106,3 +106,23 @@ def test_a_sweep_cancelled_with_scancel_is_completed_by_running_it_again(slurm_c
     status = rows[0].index("status")
     assert sorted((row[0], row[status]) for row in rows[1:]) == sorted(statuses.items()), "the summary has them all"
     assert_one_load_per_task(found)
+
+
+@pytest.mark.slow
+def test_the_readme_ray_recipe_on_a_local_head_node(ray_head, sequential, tiny_zoo, tmp_path):
+    """Workers of a head started apart: the zoo's folder and offline mode reach them through runtime_env."""
+    sweep = tmp_path / "sweep"
+    args = [re.sub(r"^hydra\.launcher\.ray\.init\.address=.*", f"hydra.launcher.ray.init.address={ray_head.address}", a)
+            for a in readme_command("ray_cluster")]
+    args = [a for a in args if not a.startswith("hydra.sweep.dir=")] + [f"hydra.sweep.dir={sweep}"]
+    assert f"hydra.launcher.ray.init.address={ray_head.address}" in args
+    done = lcm_run(*args, cwd=tmp_path, env_extra=ONE_THREAD)
+    found = assert_same_sweep(done, sweep, sequential)
+    assert sorted(folder.name for folder, _, _ in found.values()) == ["0", "0-1", "1", "1-1"]
+    by_pid = {}
+    for (steps, seed), (folder, record, _) in found.items():
+        assert record["components"]["base"].startswith(str(tiny_zoo)), "the worker found the session's zoo"
+        by_pid.setdefault(record["process"]["pid"], []).append((steps, seed, record["cache"]["base"]))
+    for pid, points in by_pid.items():  # a worker loads once; a chunk runs in one worker
+        assert [cache for _, _, cache in points].count("miss") == 1, by_pid
+        assert len({steps for steps, _, _ in points}) * 2 == len(points), by_pid

@@ -17,6 +17,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from runner.config import config_dir  # registers the structured schema before Hydra composes
 import runner.sweep.gpu_slots  # noqa: F401  (registers ${gpus:}, used by conf/hydra/launcher/)
+import runner.sweep.worker_env  # noqa: F401  (registers ${worker_env:}, used by conf/hydra/launcher/ray_cluster.yaml)
 from runner.sweep import startup, interrupts
 from runner.outputs import writers
 from runner.sweep.interrupts import Interrupted
