@@ -13,7 +13,7 @@ Either way the sweep holds the folder's lock (runner.outputs.locks) until it end
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional
 
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
@@ -29,7 +29,7 @@ class SweepFolder:
 
     def __init__(self) -> None:
         self.lock: Optional[FolderLock] = None
-        self.created: Optional[Path] = None  # made by this claim: removed again if the sweep never starts
+        self.created: List[Path] = []  # made by this claim, deepest first: removed if the sweep never starts
 
     def claim(self, config: DictConfig) -> Path:
         """Claim the sweep's folder for this process; returns it (see the module)."""
@@ -39,10 +39,9 @@ class SweepFolder:
             folder = self._new_folder(folder)
             if folder != Path(str(config.hydra.sweep.dir)):
                 _redirect(config, folder)
-        else:
-            if not folder.exists():
-                folder.mkdir(parents=True)
-                self.created = folder
+        elif not folder.exists():
+            self.created = _missing(folder)
+            folder.mkdir(parents=True)
         lock = FolderLock(folder)
         if not lock.try_acquire():
             holder = lock.holder()
@@ -55,6 +54,7 @@ class SweepFolder:
         return folder
 
     def _new_folder(self, wanted: Path) -> Path:
+        parents = _missing(wanted.parent)
         wanted.parent.mkdir(parents=True, exist_ok=True)
         for number in range(1, MAX_SAME_SECOND + 1):
             folder = wanted if number == 1 else wanted.with_name(f"{wanted.name}_{number}")
@@ -62,7 +62,7 @@ class SweepFolder:
                 folder.mkdir()  # atomic: of two sweeps, one makes it, the other takes the next name
             except FileExistsError:
                 continue
-            self.created = folder
+            self.created = [folder, *parents]
             return folder
         raise UserError(f"hydra.sweep.dir: {wanted} and the {MAX_SAME_SECOND - 1} names after it are taken; "
                         "name a folder with hydra.sweep.dir=...")
@@ -70,18 +70,27 @@ class SweepFolder:
     def unused(self) -> None:
         """The sweep stops before its first job: let go of the folder, and remove it if this claim
         made it and it is still empty."""
-        created, self.created = self.created, None
+        created, self.created = self.created, []
         self.release()
-        if created is not None:
+        for folder in created:
             try:
-                created.rmdir()
-            except OSError:  # something is in it: kept
-                pass
+                folder.rmdir()
+            except OSError:  # something is in it (another sweep's folder, too): kept
+                break
 
     def release(self) -> None:
         if self.lock is not None:
             self.lock.release()
             self.lock = None
+
+
+def _missing(folder: Path) -> List[Path]:
+    """`folder` and those of its parents that do not exist yet, deepest first."""
+    missing = []
+    while not folder.exists() and folder != folder.parent:
+        missing.append(folder)
+        folder = folder.parent
+    return missing
 
 
 def _time_stamped(config: DictConfig) -> bool:
