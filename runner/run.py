@@ -19,7 +19,7 @@ from omegaconf import DictConfig
 from runner.sweep import batching
 from runner.sweep.handoff import HANDOFF
 from runner.engine import conditioning
-from runner.outputs import png_metadata, records, thumbnails
+from runner.outputs import image_files, records, thumbnails
 from runner.config.schema import override_strings, record_of, to_container
 from runner.errors import UserError
 from runner.config.job_plan import JobPlan
@@ -31,11 +31,14 @@ log = logging.getLogger("lcm-run")
 
 
 def run(cfg: DictConfig, output_dir: Optional[Union[str, Path]] = None,
-        overrides: Optional[List[str]] = None, writer: Optional[Writer] = None) -> Dict[str, Any]:
+        overrides: Optional[List[str]] = None, writer: Optional[Writer] = None,
+        thumbnail_files: bool = False) -> Dict[str, Any]:
     """Run one job into `output_dir` (default: the Hydra job folder) and return its run.json record.
     `overrides` are recorded as the job's overrides (default: Hydra's, when Hydra runs the job).
     With a `writer` (in a sweep), the images and run.json go through it, with the contact sheet's
-    thumbnails kept; a background writer may still be completing the record returned (runner.outputs.writers)."""
+    thumbnails kept; a background writer may still be completing the record returned (runner.outputs.writers).
+    `thumbnail_files`: also write each image's thumbnail file, as outputs.keep=thumbnails keeps it in
+    place of the image (lcm-reproduce compares them)."""
     started = time.perf_counter()
     job_dir = Path(output_dir if output_dir is not None else cfg.paths.output_dir).resolve()
     lock = FolderLock(job_dir)
@@ -76,7 +79,7 @@ def run(cfg: DictConfig, output_dir: Optional[Union[str, Path]] = None,
         raise
     finish = functools.partial(_finish_and_release, lock, job_dir, record, plan, outputs, started)
     if writer is None:
-        finish()
+        finish(thumbnail_files=thumbnail_files)
     else:  # in a sweep: the writer also keeps thumbnails for the end-of-sweep contact sheets
         writer.submit(functools.partial(finish, keep_thumbnails=True))
     return record
@@ -91,13 +94,13 @@ def _finish_and_release(lock: FolderLock, *args: Any, **kwargs: Any) -> None:
 
 
 def _finish(job_dir: Path, record: Dict[str, Any], plan: JobPlan, outputs, started: float,
-            keep_thumbnails: bool = False) -> None:
+            keep_thumbnails: bool = False, thumbnail_files: bool = False) -> None:
     """Save the images (and the side-by-side picture), then run.json: the job is done when it is."""
     images, images_in, scores = outputs
     t = time.perf_counter()
     try:
-        record["images"] = _save_images(job_dir, images, record, plan, scores, keep_thumbnails)
-        if images_in:
+        record["images"] = _save_images(job_dir, images, record, plan, scores, keep_thumbnails, thumbnail_files)
+        if images_in and not _settings(record).thumbnails_only:
             record["inputs"]["side_by_side"] = conditioning.save_side_by_side(job_dir, images_in, images)
     except BaseException as error:
         _record_outcome(job_dir, record, started, error)
@@ -201,7 +204,8 @@ def _execute(plan: JobPlan, job_dir: Path, record: Dict[str, Any]) -> Tuple[List
     pipe.scheduler = schedulers.scheduler_for(loaded, plan.scheduler)
     record["scheduler"] = schedulers.describe(pipe.scheduler)
     images_in, fed = conditioning.prepare_inputs(plan.conditioning, plan.call["width"], plan.call["height"])
-    record["inputs"] = conditioning.save_inputs(job_dir, fed)
+    if not _settings(record).thumbnails_only:  # outputs.keep=thumbnails keeps what the report shows only
+        record["inputs"] = conditioning.save_inputs(job_dir, fed)
     timings["prepare"] = _since(t)
 
     t = time.perf_counter()
@@ -220,21 +224,34 @@ def _execute(plan: JobPlan, job_dir: Path, record: Dict[str, Any]) -> Tuple[List
 
 
 def _save_images(job_dir: Path, images: List[Any], record: Dict[str, Any], plan: JobPlan,
-                 scores: List[Dict[str, float]], keep_thumbnails: bool) -> List[Dict[str, Any]]:
+                 scores: List[Dict[str, float]], keep_thumbnails: bool, thumbnail_files: bool) -> List[Dict[str, Any]]:
+    """Each image in outputs.format, with its metadata; under outputs.keep=thumbnails its thumbnail
+    (the contact sheet's cell, image_NN_seedS_thumb.<ext>) in its place."""
+    settings = _settings(record)
+    record["versions"].update(image_files.codec_versions(settings))
     saved = []
     for index, (image, seed, score) in enumerate(zip(images, plan.seeds, scores)):
-        entry = {"file": records.image_name(index, seed), "seed": seed, "index": index}
+        thumbnail_only = settings.thumbnails_only
+        entry = {"file": image_files.file_name(index, seed, settings, thumbnail_only), "seed": seed, "index": index}
+        if thumbnail_only:
+            entry["thumbnail"] = True
         if plan.prompt_row is not None:
             entry.update(prompt_id=plan.prompt_row.id, category=plan.prompt_row.category)
         if score:
             entry["metrics"] = score
-        records.save_png(job_dir / entry["file"], image, png_metadata.png_info(record, entry))
-        if keep_thumbnails:
-            thumbnails.keep(job_dir / entry["file"], image)
+        written = thumbnails.make(image) if thumbnail_only else image
+        data = image_files.encode(written, settings, record, entry)
+        records.save_bytes(job_dir / entry["file"], data)
+        if thumbnail_files and not thumbnail_only:
+            thumb = dict(entry, file=image_files.file_name(index, seed, settings, True), thumbnail=True)
+            records.save_bytes(job_dir / thumb["file"], image_files.encode(thumbnails.make(image), settings, record, thumb))
+        if keep_thumbnails:  # the sheet's cell as the file on disk decodes, lossy or not
+            thumbnails.keep(job_dir / entry["file"], written if settings.exact else _decoded(data))
         saved.append(entry)
     return saved
 
 
+<<<<<<< HEAD
 def _process() -> Dict[str, Any]:
     """The pid and host that ran the job, and under SLURM the task's job id (<array job>_<task>)."""
     process: Dict[str, Any] = {"pid": os.getpid(), "host": socket.gethostname()}
@@ -242,6 +259,20 @@ def _process() -> Dict[str, Any]:
         array = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
         process["slurm_job"] = f"{array[0]}_{array[1]}" if all(array) else os.environ["SLURM_JOB_ID"]
     return process
+=======
+def _settings(record: Dict[str, Any]) -> image_files.ImageFormat:
+    return image_files.ImageFormat.of(record["config"])
+
+
+def _decoded(data: bytes) -> Any:
+    import io
+
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data)) as image:
+        image.load()
+        return image
+>>>>>>> 6a61b4e (outputs.format=png|webp|jpeg (A1111's parameters in the EXIF UserComment, our record in the MakerNote) and outputs.keep=all|thumbnails; lcm-reproduce reads and re-makes all three)
 
 
 def _overrides() -> List[str]:

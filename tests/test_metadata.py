@@ -211,6 +211,10 @@ def _make_input(kind, source, folder):
         with Image.open(source) as image:
             image.convert("RGB").save(folder / "image.jpg", format="JPEG")
         return folder / "image.jpg"
+    if kind == "gif":
+        with Image.open(source) as image:
+            image.save(folder / "image.gif", format="GIF")
+        return folder / "image.gif"
     return folder / "missing.png"
 
 
@@ -218,7 +222,8 @@ REFUSED = {
     **{kind: expected for kind, (_, expected) in HOSTILE.items()},
     "no_metadata": ["plain.png has no lcm-runner metadata", "not written by lcm-run"],
     "not_a_png": ["notes.png is not an image"],
-    "jpeg": ["image.jpg is a JPEG image, not a PNG"],
+    "jpeg": ["image.jpg has no lcm-runner metadata", "stripped its metadata"],  # converted: metadata dropped
+    "gif": ["image.gif is a GIF image", "PNG, WebP or JPEG"],
     "missing": ["missing.png does not exist"],
 }
 

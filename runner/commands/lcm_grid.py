@@ -46,10 +46,24 @@ def rescore(sweep_dir: Path, names: List[str]) -> int:
     """Score every finished job of the sweep with the metric options `names`; returns the jobs scored."""
     options = metric_options(names)
     sweep = load_sweep(sweep_dir)  # a clear error for a folder that is not a sweep
+    jobs = sorted({sweep.folder / row.job for row in sweep.rows if (sweep.folder / row.job / records.RUN_JSON).is_file()})
+    _check_full_images(jobs)
     from runner.engine.metrics import rescore_job  # torch: only when asked to score
 
-    jobs = sorted({sweep.folder / row.job for row in sweep.rows if (sweep.folder / row.job / records.RUN_JSON).is_file()})
     return sum(rescore_job(job, options) for job in jobs)
+
+
+def _check_full_images(jobs: List[Path]) -> None:
+    """Scores of a thumbnail are not the image's: a sweep run with outputs.keep=thumbnails is refused."""
+    for job in jobs:
+        try:
+            images = records.read_json(job / records.RUN_JSON).get("images") or []
+        except (OSError, ValueError):
+            continue  # rescore_job passes over it as it does
+        if any(image.get("thumbnail") for image in images):
+            raise UserError(f"{job} kept thumbnails only (outputs.keep=thumbnails), and a metric of a thumbnail "
+                            "is not the image's. Score while the sweep runs (metrics=[...]), or rerun it with "
+                            "outputs.keep=all.")
 
 
 def metric_options(names: List[str]) -> Dict[str, Any]:

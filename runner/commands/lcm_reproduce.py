@@ -1,12 +1,15 @@
-"""`lcm-reproduce IMAGE.png [key=value ...] [--out DIR]`: re-render an image from its own metadata.
+"""`lcm-reproduce IMAGE [key=value ...] [--out DIR]`: re-render an image from its own metadata.
 
-Every PNG lcm-run writes carries the fully resolved config of its job (the `lcm-runner` text chunk,
-read by runner.outputs.png_metadata). This command checks that untrusted config
+Every image lcm-run writes (PNG, WebP or JPEG) carries the fully resolved config of its job (the
+`lcm-runner` record, read by runner.outputs.png_metadata). This command checks that untrusted config
 (runner.config.recorded), then `plan_job` checks values, files and conditioning kinds as for lcm-run,
 and the job runs again into a new run folder (same config, so the same num_images and seeds; an
 image of a call that made other jobs' images too — a sweep's batching — is re-made in that call,
 whose jobs its PNG names: identical pixels on the same versions and device) and names the file at
-the image's index.
+the image's index. The new image is written as the original was (outputs.format, outputs.quality),
+always full size, and compared decoded: a WebP or JPEG re-encoded by the same codec version decodes
+to the same pixels. A thumbnail kept by outputs.keep=thumbnails is compared with the new image's
+thumbnail, written beside it.
 """
 from __future__ import annotations
 
@@ -22,7 +25,7 @@ from omegaconf import DictConfig
 
 from runner.sweep import batching
 from runner.sweep.handoff import HANDOFF
-from runner.outputs import png_metadata, records
+from runner.outputs import image_files, png_metadata, records
 from runner.config import recorded
 from runner.errors import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, UserError
 
@@ -99,10 +102,10 @@ def _output_folder(out: Optional[str], cfg: DictConfig, image_path: Path) -> Pat
     return folder
 
 
-def _version_notes(recorded: Any) -> List[str]:
+def _version_notes(recorded: Any, settings: image_files.ImageFormat) -> List[str]:
     if not isinstance(recorded, dict):
         return ["the image does not record the versions it was made with"]
-    now = records.versions()
+    now = {**records.versions(), **image_files.codec_versions(settings)}
     return [_printable(f"{name} {recorded.get(name)} (now {now.get(name)})")
             for name in sorted(set(recorded) | set(now), key=str)
             if name != "lcm-runner" and recorded.get(name) != now.get(name)][:20]
@@ -113,30 +116,38 @@ def _printable(text: str) -> str:
     return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
-def _same_pixels(a: Path, b: Path) -> Optional[bool]:
+def _compare(a: Path, b: Path) -> Tuple[Optional[bool], Optional[int]]:
+    """Whether two image files decode to the same pixels, and the largest difference of one channel
+    of one pixel where they have the same size (None: unknown)."""
     import numpy as np
     from PIL import Image
 
     try:
         with Image.open(a) as first, Image.open(b) as second:
-            return first.mode == second.mode and first.size == second.size and bool(
-                np.array_equal(np.asarray(first), np.asarray(second)))
+            if first.size != second.size:
+                return False, None
+            one, other = np.asarray(first.convert("RGB"), dtype=np.int16), np.asarray(second.convert("RGB"), dtype=np.int16)
+            return first.mode == second.mode and bool(np.array_equal(one, other)), int(np.abs(one - other).max())
     except Exception:  # the original is only compared, never trusted: an unreadable one is "unknown"
-        return None
+        return None, None
+
+
+def _override_keys(overrides: Sequence[str]) -> List[str]:
+    return [str(o).split("=", 1)[0].lstrip("+~") for o in overrides]
 
 
 def reproduce(image: Union[str, Path], overrides: Sequence[str] = (), out: Optional[Union[str, Path]] = None
               ) -> Dict[str, Any]:
     """Re-render `image` into a new run folder. Returns the new run.json record, with the new
-    folder and file under `reproduced_from` (`folder`, `file`, `pixels_equal`)."""
+    folder and file under `reproduced_from` (`folder`, `file`, `pixels_equal`, `max_difference`)."""
     image_path = Path(image)
-    found = png_metadata.read_png_metadata(image_path)
+    found = png_metadata.read_image_metadata(image_path)
     record = found[png_metadata.RECORD_KEY]
     origin = f"{image_path}'s lcm-runner metadata"
     if record is None:
         raise UserError(f"{image_path} has no lcm-runner metadata: it was not written by lcm-run (or a tool "
-                        "stripped its text chunks, as most image editors and converters do). Reproduce from "
-                        "the PNG in the job folder, or re-run the job from its run.json.")
+                        "stripped its metadata, as most image editors and converters do). Reproduce from "
+                        "the image in the job folder, or re-run the job from its run.json.")
     targets = recorded.scheduler_targets()
     data = record.get("config")
     recorded.check_command_line_only(data, overrides, origin)
@@ -160,12 +171,16 @@ def reproduce(image: Union[str, Path], overrides: Sequence[str] = (), out: Optio
                         f"reproduce; keep sampling.num_images at {index + 1} or more.")
     folder = _output_folder(None if out is None else str(out), cfg, image_path)
     cfg.paths.output_dir = str(folder)
+    if "outputs.keep" not in _override_keys(overrides):
+        cfg.outputs.keep = "all"  # a reproduction makes the image itself, even of a kept thumbnail
+    settings = image_files.ImageFormat.of({"outputs": dict(cfg.outputs)})
+    from_thumbnail = entry.get("thumbnail") is True and not settings.thumbnails_only
 
     from runner.config.job_plan import plan_job
 
     plan_job(cfg)  # values, files, models, conditioning: every check of lcm-run, before anything is written
     _check_scheduler_options(cfg)
-    notes = _version_notes(record.get("versions"))
+    notes = _version_notes(record.get("versions"), settings)
     if notes:
         log.warning("versions differ from the image's (pixels may differ): %s", "; ".join(notes))
     call = _recorded_call(record, cfg, origin)
@@ -180,7 +195,7 @@ def reproduce(image: Union[str, Path], overrides: Sequence[str] = (), out: Optio
     try:
         if call is not None:
             batching.expect(*call)
-        result = run(cfg, folder, overrides=list(overrides))
+        result = run(cfg, folder, overrides=list(overrides), thumbnail_files=from_thumbnail)
     except UserError:
         raise
     except Exception as error:
@@ -193,6 +208,9 @@ def reproduce(image: Union[str, Path], overrides: Sequence[str] = (), out: Optio
     finally:
         HANDOFF.reset()  # the images of the call's other jobs, not written
     new_file = result["images"][index]["file"]
+    compared = image_files.file_name(index, result["images"][index]["seed"], settings, True) if from_thumbnail \
+        else new_file
+    equal, difference = _compare(image_path, folder / compared)
     result[REPRODUCED_KEY] = {
         "image": str(image_path.resolve()),
         "id": record.get("id"),
@@ -204,7 +222,9 @@ def reproduce(image: Union[str, Path], overrides: Sequence[str] = (), out: Optio
         "versions": record.get("versions"),
         "folder": str(folder),
         "new_file": new_file,
-        "pixels_equal": _same_pixels(image_path, folder / new_file),
+        "compared_with": compared,  # the new image, or its thumbnail when the original is one
+        "pixels_equal": equal,
+        "max_difference": difference,  # of one channel of one pixel, 0-255; None: sizes differ
     }
     records.write_json(folder / records.RUN_JSON, result)
     return result
@@ -213,24 +233,26 @@ def reproduce(image: Union[str, Path], overrides: Sequence[str] = (), out: Optio
 USAGE_EPILOG = """\
 examples:
   lcm-reproduce outputs/runs/2026-11-28_19-30-26/image_01_seed1.png
-  lcm-reproduce IMAGE.png sampling.steps=8 --out outputs/steps8
-  lcm-reproduce IMAGE.png lora.papercut.weight=0.5 device.type=cpu
+  lcm-reproduce IMAGE.webp sampling.steps=8 --out outputs/steps8
+  lcm-reproduce IMAGE.jpg lora.papercut.weight=0.5 device.type=cpu
 
 The image's config is re-run as recorded (same num_images and seeds; an image made in one call
-with other jobs of a sweep, in that same call): on the same versions and device the pixels are
-identical. The last line on stdout names the new
-folder and the re-rendered file; run.json there records where it came from (reproduced_from).
+with other jobs of a sweep, in that same call) and written in the image's format and quality,
+full size: on the same versions and device the pixels are identical (a WebP or JPEG decodes to the
+same pixels when the same codec version encodes it; a thumbnail of outputs.keep=thumbnails is
+compared with the new image's thumbnail). The last line on stdout names the new folder and the
+re-rendered file; run.json there records where it came from (reproduced_from).
 """
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="lcm-reproduce",
-        description="Re-render an image written by lcm-run from the metadata in its PNG, into a new run folder.",
+        description="Re-render an image written by lcm-run (PNG, WebP or JPEG) from its metadata, into a new run folder.",
         epilog=USAGE_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("image", metavar="IMAGE.png", help="a PNG written by lcm-run (image_NN_seedS.png)")
+    parser.add_argument("image", metavar="IMAGE", help="an image written by lcm-run (image_NN_seedS.png, .webp or .jpg)")
     parser.add_argument("overrides", metavar="key=value", nargs="*", default=[],
                         help="dotted keys of the image's config to change, in Hydra's override syntax "
                              "(sampling.steps=8, lora.papercut.weight=0.5, ~scheduler.NAME); not groups")
@@ -261,11 +283,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     done = result[REPRODUCED_KEY]
     same = {True: "pixels identical to", False: "pixels differ from", None: "could not compare with"}
     if done["pixels_equal"] is False and not args.overrides:
-        log.warning("the pixels differ from the original: another device, dtype or library version "
+        by = "" if done["max_difference"] is None else f" (by up to {done['max_difference']} of 255 in a channel)"
+        log.warning("the pixels differ from the original%s: another device, dtype or library version "
                     "changes them (see the versions above and device.type in run.json), as does a "
-                    "sweep's batching when the PNG predates batch.members and the job was re-run alone")
+                    "WebP or JPEG codec of another version (libwebp, libjpeg in versions), or a "
+                    "sweep's batching when the image predates batch.members and the job was re-run alone", by)
+    whose = "thumbnail's pixels" if done["compared_with"] != done["new_file"] else "pixels"
     print(f"Reproduced in {done['folder']}: {done['new_file']} "
-          f"({same[done['pixels_equal']]} {args.image})")
+          f"({same[done['pixels_equal']].replace('pixels', whose)} {args.image})")
     return EXIT_OK
 
 

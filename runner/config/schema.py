@@ -102,6 +102,15 @@ class MetricConfig:
 
 
 @dataclass
+class OutputsConfig:
+    """How a job's images are written (runner.outputs.image_files): not part of what a job is."""
+    format: str = "png"  # png | webp | jpeg
+    quality: int = 90  # webp and jpeg: the encoder's quality, 1-100
+    lossless: bool = False  # webp: lossless (pixels exact, like PNG)
+    keep: str = "all"  # all | thumbnails: only what the report needs (a thumbnail per image, run.json)
+
+
+@dataclass
 class PathsConfig:
     root: str = "outputs"
     output_dir: str = MISSING
@@ -132,6 +141,7 @@ class RunConfig:
     # Per-image scores, by option name: metrics=[clip_score,edge_f1] (conf/metrics/).
     metrics: Dict[str, MetricConfig] = field(default_factory=dict)
     paths: PathsConfig = field(default_factory=PathsConfig)
+    outputs: OutputsConfig = field(default_factory=OutputsConfig)  # image format and what a job keeps
     plan: bool = False  # a dry run: say what would run and load, load and write nothing
     on_invalid: str = "fail"  # a sweep with invalid jobs: "fail" before running any, or "skip" them
     allow_pickle: bool = False  # load pickle weights (.bin/.ckpt), which can run code: trusted files only
@@ -143,10 +153,11 @@ class RunConfig:
 
 ConfigStore.instance().store(name="run_schema", node=RunConfig)
 _TYPED_NODES = {"model": ModelConfig, "sampling": SamplingConfig, "device": DeviceConfig, "zoo": ZooConfig,
-                "prompts": PromptsConfig, "paths": PathsConfig, "progress": ProgressConfig}
+                "prompts": PromptsConfig, "paths": PathsConfig, "progress": ProgressConfig, "outputs": OutputsConfig}
 # Not part of what a job is: where outputs go, Hydra's settings, how a prompt set was chosen (a
-# job's prompt text is in sampling; its row id in `prompt`), how its images are scored, how progress shows.
-NOT_IDENTITY = ("hydra", "paths", "prompts", "metrics", "progress")
+# job's prompt text is in sampling; its row id in `prompt`), how its images are scored, how progress
+# shows, and how its images are stored (`outputs`: a resumed sweep keeps finished jobs as written).
+NOT_IDENTITY = ("hydra", "paths", "prompts", "metrics", "progress", "outputs")
 
 
 def _zoo_size(pixels: int, *, _root_: DictConfig) -> int:
@@ -162,6 +173,8 @@ DTYPES = ("auto", "float32", "float16", "bfloat16")
 OFFLOAD = ("none", "model", "sequential")
 COMPILE = ("none", "regional", "full")
 PROGRESS_MODES = ("auto", "bar", "lines", "none")
+IMAGE_FORMATS = ("png", "webp", "jpeg")
+KEEP = ("all", "thumbnails")
 # Only diffusers schedulers may be instantiated: a config (or a PNG's metadata) never names code.
 SCHEDULER_TARGET_PREFIX = "diffusers."
 SCHEDULER_TARGET_SUFFIX = "Scheduler.from_config"
@@ -287,12 +300,25 @@ def _problems(cfg: DictConfig) -> Iterator[str]:
         yield f"progress.mode={cfg.progress.mode!r} is not one of {', '.join(PROGRESS_MODES)}"
     if not cfg.progress.every > 0:
         yield f"progress.every={cfg.progress.every} must be more than 0 (seconds between progress lines)"
+    yield from _outputs_problems(cfg.outputs)
     if cfg.on_invalid not in ("fail", "skip"):
         yield f"on_invalid={cfg.on_invalid!r} is not one of fail, skip"
     yield from _scheduler_problems(cfg.scheduler)
     for name, entry in cfg.lora.items():
         if not str(entry.source).strip():
             yield f"lora.{name}.source is empty; give a hub id, a folder or a .safetensors file"
+
+
+def _outputs_problems(outputs: DictConfig) -> Iterator[str]:
+    if outputs.format not in IMAGE_FORMATS:
+        yield f"outputs.format={outputs.format!r} is not one of {', '.join(IMAGE_FORMATS)}"
+    if not 1 <= outputs.quality <= 100:
+        yield f"outputs.quality={outputs.quality} must be 1-100 (the WebP / JPEG encoder's quality)"
+    if outputs.lossless and outputs.format != "webp":
+        yield (f"outputs.lossless=true applies to outputs.format=webp only (not {outputs.format}); "
+               "png is always lossless, jpeg never")
+    if outputs.keep not in KEEP:
+        yield f"outputs.keep={outputs.keep!r} is not one of {', '.join(KEEP)}"
 
 
 def _numbers(cfg: DictConfig) -> Iterator[tuple]:

@@ -1,9 +1,10 @@
-"""What every PNG says about itself: AUTOMATIC1111's `parameters` text, and the full record.
+"""What every image says about itself: AUTOMATIC1111's `parameters` text, and the full record.
 
-The `parameters` chunk follows the format AUTOMATIC1111's webui writes (prompt, `Negative prompt:`,
-then `Key: value, …`), so the tools that read those PNGs read ours. The `lcm-runner` chunk holds the
-fully resolved config as JSON, which `lcm-reproduce` reads back. `read_png_metadata(path)` reads
-both chunks back (the A1111 `parameters` text parsed the way AUTOMATIC1111's webui parses it).
+The `parameters` text follows the format AUTOMATIC1111's webui writes (prompt, `Negative prompt:`,
+then `Key: value, …`), so the tools that read its images read ours. The `lcm-runner` record holds the
+fully resolved config as JSON, which `lcm-reproduce` reads back. A PNG keeps both in text chunks; a
+WebP or JPEG in its EXIF block (runner.outputs.exif_metadata). `read_image_metadata(path)` reads
+both back (the A1111 `parameters` text parsed the way AUTOMATIC1111's webui parses it).
 """
 from __future__ import annotations
 
@@ -85,15 +86,16 @@ def _quoted(value: Any) -> str:
     return json.dumps(text) if any(c in text for c in ',:"') else text
 
 
-def read_png_metadata(path: Union[str, Path]) -> Dict[str, Any]:
-    """Both text chunks of a PNG written by lcm-run.
+def read_image_metadata(path: Union[str, Path]) -> Dict[str, Any]:
+    """Both metadata texts of an image (PNG, WebP or JPEG) written by lcm-run.
 
     Returns `{"parameters": <A1111 text parsed, or None>, "lcm-runner": <the JSON record, or None>,
-    "text": <every text chunk, raw>}`. Raises UserError when the file is missing, is not a PNG, or
-    its `lcm-runner` chunk is not a JSON object.
+    "text": <the raw texts: a PNG's every text chunk, a WebP's or JPEG's two EXIF texts>}`. Raises
+    UserError when the file is missing, is not one of those formats, or its `lcm-runner` record is
+    not a JSON object.
     """
     path = Path(path)
-    text = _png_text(path)
+    text = _image_texts(path)
     parameters = text.get(PARAMETERS_KEY)
     record = text.get(RECORD_KEY)
     if record is not None:
@@ -102,12 +104,12 @@ def read_png_metadata(path: Union[str, Path]) -> Dict[str, Any]:
         except (ValueError, RecursionError):
             record = None
             raise UserError(
-                f"{path} has an lcm-runner text chunk that is not valid JSON: the file was damaged or "
-                "edited. Reproduce from an untouched PNG of the job, or re-run the job from its run.json."
+                f"{path} has lcm-runner metadata that is not valid JSON: the file was damaged or "
+                "edited. Reproduce from an untouched image of the job, or re-run the job from its run.json."
             ) from None
         if not isinstance(record, dict):
             raise UserError(f"{path}: its lcm-runner metadata is not a JSON object, so it was not written "
-                            "by lcm-run (or was edited). Use an untouched PNG of the job.")
+                            "by lcm-run (or was edited). Use an untouched image of the job.")
     return {
         PARAMETERS_KEY: None if parameters is None else parse_parameters(parameters),
         RECORD_KEY: record,
@@ -150,28 +152,35 @@ def parse_parameters(text: str) -> Dict[str, str]:
     return parsed
 
 
-def _png_text(path: Path) -> Dict[str, str]:
+read_png_metadata = read_image_metadata  # its name from when every image was a PNG
+
+READABLE = ("PNG", "WEBP", "JPEG")  # the formats lcm-run writes (outputs.format)
+WRITTEN_BY_US = "an image written by lcm-run (image_NN_seedS.png, .webp or .jpg in a job folder)"
+
+
+def _image_texts(path: Path) -> Dict[str, str]:
     from PIL import Image, UnidentifiedImageError
 
+    from runner.outputs import exif_metadata
+
     if not path.exists():
-        raise UserError(f"{path} does not exist. Give the path of a PNG written by lcm-run "
-                        "(image_NN_seedS.png in a job folder).")
+        raise UserError(f"{path} does not exist. Give the path of {WRITTEN_BY_US}.")
     if not path.is_file():
-        raise UserError(f"{path} is not a file. Give the path of a PNG written by lcm-run "
-                        "(image_NN_seedS.png in a job folder), not a folder.")
+        raise UserError(f"{path} is not a file. Give the path of {WRITTEN_BY_US}, not a folder.")
     try:
         with Image.open(path) as image:
-            if image.format != "PNG":
+            if image.format not in READABLE:
                 raise UserError(
-                    f"{path} is a {image.format} image, not a PNG: lcm-run writes PNGs, and converting "
-                    "one to another format drops its metadata. Reproduce from the original PNG.")
-            return {str(key): str(value) for key, value in image.text.items()}
+                    f"{path} is a {image.format} image: lcm-run writes PNG, WebP or JPEG, and converting one "
+                    "to another format drops its metadata. Reproduce from the original image.")
+            if image.format == "PNG":
+                return {str(key): str(value) for key, value in image.text.items()}
+            return exif_metadata.read_texts(image)
     except UserError:
         raise
     except (UnidentifiedImageError, Image.DecompressionBombError) as error:
         reason = "is not an image" if isinstance(error, UnidentifiedImageError) else "is too large to be ours"
-        raise UserError(f"{path} {reason}: lcm-reproduce reads PNGs written by lcm-run "
-                        "(image_NN_seedS.png in a job folder).") from None
+        raise UserError(f"{path} {reason}: lcm-reproduce reads {WRITTEN_BY_US}.") from None
     except (OSError, SyntaxError, ValueError, EOFError) as error:
-        raise UserError(f"{path} is a damaged PNG ({error}); its metadata cannot be read. "
+        raise UserError(f"{path} is a damaged image ({error}); its metadata cannot be read. "
                         "Reproduce from an intact copy of the image.") from None

@@ -1,4 +1,4 @@
-"""What a job leaves on disk: PNGs and run.json, written atomically.
+"""What a job leaves on disk: images and run.json, written atomically.
 
 A file appears under its final name only once it is complete (temporary name, then rename), so
 an interrupted job never looks finished. Nothing already in a job folder is overwritten.
@@ -16,16 +16,13 @@ from pathlib import Path
 from typing import Any, Dict, Iterable, Optional
 
 from runner.errors import UserError
+from runner.outputs import image_files
 
 RUN_JSON = "run.json"
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 _VERSIONED = ("lcm-runner", "torch", "diffusers", "transformers", "peft", "accelerate",
               "hydra-core", "omegaconf", "huggingface-hub", "safetensors", "pillow")
-
-
-def image_name(index: int, seed: int) -> str:
-    return f"image_{index:02d}_seed{seed}.png"
 
 
 def previous_job(job_dir: Path, identity: str) -> str:
@@ -37,7 +34,7 @@ def previous_job(job_dir: Path, identity: str) -> str:
         return "none"
     if record is None and all(path.name.endswith(".tmp") for path in outputs):
         return "partial"  # only our own unfinished writes (a kill mid-write): nothing anyone finished
-    found = record.get("id") if record else _identity_in_png(outputs)
+    found = record.get("id") if record else _identity_in_image(outputs)
     if found not in (identity, None) or (found is None and record is None):
         raise UserError(
             f"{job_dir} already holds the results of another job (job id {found or 'unknown'}, this one "
@@ -64,7 +61,8 @@ def previous_job_outputs(job_dir: Path) -> list:
 
 
 def _job_outputs(job_dir: Path) -> list:
-    return sorted(job_dir.glob("image_*.png")) + sorted(job_dir.glob(".*.tmp")) + (
+    images = [path for path in job_dir.glob("image_*") if image_files.is_image_file(path.name)]
+    return sorted(images) + sorted(job_dir.glob(".*.tmp")) + (
         [job_dir / "inputs"] if (job_dir / "inputs").exists() else [])
 
 
@@ -77,16 +75,15 @@ def _read_record(job_dir: Path) -> Optional[Dict[str, Any]]:
         return {}  # unreadable: an interrupted write of ours; the temp-then-rename makes it rare
 
 
-def _identity_in_png(paths) -> Optional[str]:
-    """The job id recorded in the first of our PNGs that has one."""
-    from PIL import Image
+def _identity_in_image(paths) -> Optional[str]:
+    """The job id recorded in the first of our images (any format) that has one."""
+    from runner.outputs.png_metadata import RECORD_KEY, read_image_metadata
 
     for path in paths:
-        if path.suffix == ".png":
+        if image_files.is_image_file(path.name):
             try:
-                with Image.open(path) as image:
-                    return json.loads(image.text.get("lcm-runner", "{}")).get("id")
-            except (OSError, ValueError):
+                return (read_image_metadata(path)[RECORD_KEY] or {}).get("id")
+            except UserError:
                 continue
     return None
 

@@ -4,7 +4,8 @@ The end-of-sweep report draws one thumbnail per cell. Reading a 1024² PNG back 
 took ~30 ms here, at the end of the sweep, while the user waits. The writer threads make the
 thumbnail as they save the image (~6 ms, beside the next job's denoising), and the report takes it
 if the file on disk is still the one it came from (same inode, size and modification time). The
-pixels are the same either way: PNG is lossless and the thumbnail is made the same way. Torch-free.
+pixels are the same either way: the thumbnail is made the same way, from the image as its file
+decodes (a WebP or JPEG is decoded from the bytes written first). Torch-free.
 """
 from __future__ import annotations
 
