@@ -284,7 +284,7 @@ def test_background_writes_give_the_same_files_and_record_failures(tiny_zoo, tmp
     def disk_full(*args, **kwargs):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(records, "save_png", disk_full)
+    monkeypatch.setattr(records, "save_bytes", disk_full)  # how a job writes its images
     run(make_config(*small, "sampling.seed=3"), tmp_path / "full", writer=writer)  # returns: the write is queued
     writer.flush()
     failed = json.loads((tmp_path / "full" / "run.json").read_text())
