@@ -9,9 +9,10 @@ Our JSON record goes into the MakerNote (0x927C, the tag EXIF leaves to the make
 """
 from __future__ import annotations
 
-from typing import Dict, Optional
+from typing import TYPE_CHECKING, Dict, Optional
 
-from PIL import Image
+if TYPE_CHECKING:  # Pillow is imported by whoever opened the image
+    from PIL import Image
 
 EXIF_IFD = 0x8769
 USER_COMMENT = 0x9286
@@ -33,7 +34,7 @@ def exif_bytes(parameters: str, record: str) -> bytes:
     }})
 
 
-def read_texts(image: Image.Image) -> Dict[str, str]:
+def read_texts(image: "Image.Image") -> Dict[str, str]:
     """{"parameters": ..., "lcm-runner": ...}: the texts found in an opened image's EXIF block (either
     may be absent). Undecodable bytes are replaced, never trusted: the record is checked later."""
     exif = image.getexif().get_ifd(EXIF_IFD)
