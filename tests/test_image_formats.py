@@ -209,3 +209,13 @@ def test_a_sweep_that_keeps_thumbnails_has_its_report_and_resumes(tiny_zoo, tmp_
     with Image.open(tmp_path / "again" / done["new_file"]) as image:
         assert (image.format, image.size) == ("JPEG", (64, 48))
     assert result["config"]["outputs"]["keep"] == "all" and (tmp_path / "again" / "inputs").is_dir()
+
+
+def test_jobs_that_differ_only_in_how_images_are_stored_are_not_batched_together(tiny_zoo):
+    from runner.config.schema import job_identity
+    from runner.sweep.batching import batch_key
+
+    png, webp, other_seed = (make_config(*JOB, *extra) for extra in ((), ("outputs.format=webp",), ("sampling.seed=4",)))
+    assert job_identity(png) == job_identity(webp), "one job, stored two ways"
+    assert batch_key(png) != batch_key(webp), "so never twice in one call"
+    assert batch_key(png) == batch_key(other_seed)

@@ -33,7 +33,10 @@ class Ready:
 
 def batch_key(cfg: DictConfig) -> str:
     """Equal for jobs that may share one pipeline call."""
-    values = {key: plain_value(cfg[key]) for key in cfg if key not in (*NOT_IDENTITY, "prompt", "vars")}  # prompt text only
+    # prompt text only; `outputs` counts: jobs that differ only in how their images are stored are
+    # the same job (one identity), which one call cannot hold twice
+    values = {key: plain_value(cfg[key]) for key in cfg
+              if key not in (*NOT_IDENTITY, "prompt", "vars") or key == "outputs"}
     for key in BATCHABLE:
         values["sampling"].pop(key, None)
     return hashlib.sha256(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()
