@@ -182,8 +182,11 @@ def test_a_sweep_that_keeps_thumbnails_has_its_report_and_resumes(tiny_zoo, tmp_
     # the report: sheet, summary and gallery name the thumbnails, and lcm-grid rebuilds the same sheet
     summary = (sweep / "summary.csv").read_text().splitlines()
     assert len(summary) == 5 and all(re.search(r",\d/image_00_seed\d_thumb\.jpg,ok,", line) for line in summary[1:])
-    shown = re.findall(r'<img class="thumb"[^>]* src="([^"]+)"', (sweep / "index.html").read_text())
-    assert len(shown) == 4 and all((sweep / src).is_file() for src in shown)
+    gallery = re.search(r'<script type="application/json" id="gallery-data">(.*?)</script>',
+                        (sweep / "index.html").read_text(), re.S)
+    rows = json.loads(gallery.group(1))["rows"]
+    assert len(rows) == 4 and all(row["thumb"] == row["file"] and (sweep / row["file"]).is_file() for row in rows)
+    assert not (sweep / "thumbnails").exists(), "the gallery shows the kept thumbnails, no copy of them"
     opened.clear()
     assert lcm_grid.main([str(sweep)]) == 0
     assert (sweep / "contact_sheet.png").read_bytes() == at_the_end, "the same sheet from the files on disk"

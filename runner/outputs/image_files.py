@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 from dataclasses import dataclass, fields
+from pathlib import Path
 from typing import Any, Dict, Mapping
 
 from runner.errors import UserError
@@ -58,6 +59,11 @@ def file_name(index: int, seed: int, settings: ImageFormat, thumbnail: bool = Fa
 def is_image_file(name: str) -> bool:
     """Whether a job folder's file `name` is one of its images (any format, full or thumbnail)."""
     return name.startswith("image_") and name.endswith(SUFFIXES)
+
+
+def is_thumbnail(name: str) -> bool:
+    """Whether an image file is a thumbnail kept in place of its image (outputs.keep=thumbnails)."""
+    return is_image_file(name) and Path(name).stem.endswith(THUMBNAIL_MARK)
 
 
 def encode(image: Any, settings: ImageFormat, record: Dict[str, Any], entry: Dict[str, Any]) -> bytes:

@@ -4,8 +4,9 @@ A page of the gallery shows up to a hundred images; at 1024² that would be ~150
 fetch and decode. Each image of thumbnails.THUMB px or more on a side gets a JPEG thumbnail under
 `thumbnails/<job>/`, made from the thumbnail the writer kept in memory (the one the contact sheets
 use), so the images are not read back. A thumbnail newer than its image is left as it is: a rebuild
-(`lcm-grid`) writes only what changed, without opening the images. Images smaller than a thumbnail
-are shown as they are. Torch-free.
+(`lcm-grid`) writes only what changed, without opening the images. Images smaller than a thumbnail,
+and the thumbnails `outputs.keep=thumbnails` keeps in place of the images, are shown as they are.
+Torch-free.
 """
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Dict, Optional
 
-from runner.outputs import records, thumbnails
+from runner.outputs import image_files, records, thumbnails
 from runner.report.sweep_folder import Sweep
 
 FOLDER = "thumbnails"  # under the sweep folder: thumbnails/<job>/<image stem>.jpg
@@ -33,6 +34,8 @@ def write_gallery_thumbnails(sweep: Sweep) -> Dict[str, str]:
 def _thumbnail(folder: Path, file: str) -> Optional[str]:
     """The thumbnail's path relative to `folder`, or None where the image is shown itself (small,
     or unreadable: the gallery then shows the broken link)."""
+    if image_files.is_thumbnail(Path(file).name):
+        return None  # outputs.keep=thumbnails: the file kept is the thumbnail
     image = folder / file
     relative = f"{FOLDER}/{Path(file).with_suffix('.jpg').as_posix()}"
     target = folder / relative
