@@ -25,6 +25,11 @@ _VERSIONED = ("lcm-runner", "torch", "diffusers", "transformers", "peft", "accel
               "hydra-core", "omegaconf", "huggingface-hub", "safetensors", "pillow")
 
 
+def image_name(index: int, seed: int) -> str:
+    """A PNG image's file name (outputs.format's default; runner.outputs.image_files names the others)."""
+    return image_files.file_name(index, seed, image_files.ImageFormat())
+
+
 def previous_job(job_dir: Path, identity: str) -> str:
     """What a job folder already holds for the job `identity`: "none", "complete" (skip it) or
     "partial" (ours but unfinished or failed: redo it). Another job's results are never touched."""
