@@ -251,7 +251,6 @@ def _save_images(job_dir: Path, images: List[Any], record: Dict[str, Any], plan:
     return saved
 
 
-<<<<<<< HEAD
 def _process() -> Dict[str, Any]:
     """The pid and host that ran the job, and under SLURM the task's job id (<array job>_<task>)."""
     process: Dict[str, Any] = {"pid": os.getpid(), "host": socket.gethostname()}
@@ -259,7 +258,8 @@ def _process() -> Dict[str, Any]:
         array = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
         process["slurm_job"] = f"{array[0]}_{array[1]}" if all(array) else os.environ["SLURM_JOB_ID"]
     return process
-=======
+
+
 def _settings(record: Dict[str, Any]) -> image_files.ImageFormat:
     return image_files.ImageFormat.of(record["config"])
 
@@ -272,7 +272,6 @@ def _decoded(data: bytes) -> Any:
     with Image.open(io.BytesIO(data)) as image:
         image.load()
         return image
->>>>>>> 6a61b4e (outputs.format=png|webp|jpeg (A1111's parameters in the EXIF UserComment, our record in the MakerNote) and outputs.keep=all|thumbnails; lcm-reproduce reads and re-makes all three)
 
 
 def _overrides() -> List[str]:

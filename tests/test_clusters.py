@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from tests.helpers import lcm_run
-from tests.test_launchers import GRID, ONE_THREAD, assert_same_sweep, read_sweep, sweep_in_one_process
+from tests.test_launchers import ONE_THREAD, assert_same_sweep, read_sweep, sweep_in_one_process
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 # On this machine: no GPU, 2 cores; the rest of the command is the README's.

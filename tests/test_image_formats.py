@@ -4,7 +4,6 @@ from; a sweep that keeps thumbnails only still has its report, rebuilds it and r
 import io
 import json
 import re
-from pathlib import Path
 
 import numpy as np
 import piexif
