@@ -11,11 +11,13 @@ format, so the diffusers code that loads real weights loads these unchanged, off
     <zoo>/t2i-adapter-canny-sdxl/  T2IAdapter folder (full_adapter_xl)
     <zoo>/clip-vit-large-patch14/  CLIPModel + CLIPProcessor, the metrics' scorer
     <zoo>/images/                  procedurally drawn input images
+    <zoo>/single-file/sdxl-base.safetensors   the SDXL twin as one checkpoint, original key layout
 
 This module finds, locks, builds and checks the zoo; `twins` builds the models (`tokenizer` their
 CLIP tokenizers), `images` draws the input images. torch and diffusers are imported inside the
 builders so that `zoo_dir()` stays instant. `python -m runner.zoo [--rebuild] [--out DIR]` prints
-the zoo folder, building it if needed.
+the zoo folder, building it if needed; `--as-hub-cache DIR` also lays the twins out as a Hugging
+Face cache under the real repository ids (`hub_cache`).
 """
 
 from __future__ import annotations
@@ -32,7 +34,8 @@ import tempfile
 import time
 from pathlib import Path
 
-ZOO_VERSION = "3"  # 2: the fp16-fix VAE and TAESD-XL twins; 3: a CLIP scorer
+ZOO_VERSION = "4"  # 2: the fp16-fix VAE and TAESD-XL twins; 3: a CLIP scorer; 4: weights exact in
+# float16, ten layers in the second text encoder, the single-file SDXL twin
 # One 4-step LCM text-to-image job (1 image, VAE decode included) takes about 0.4-0.6 s at this
 # size on a 2-core CPU. Any size the XL T2I-Adapter takes must be a multiple of 16 (it
 # pixel-unshuffles by 16); SDXL pipelines alone need multiples of 8.
@@ -87,8 +90,19 @@ def build_zoo(dest: Path) -> None:
         tiny_autoencoder().save_pretrained(dest / "taesdxl")
         build_clip(dest / "clip-vit-large-patch14")
     draw_images(dest / "images")
+    _add_model_formats(dest)
     _write_manifest(dest)
     _log(f"built in {time.perf_counter() - started:.1f}s")
+
+
+def _add_model_formats(dest: Path) -> None:
+    """What the twins need to stand in for models as users hold them: weights exact in float16 (the
+    hub cache's fp16 variant files), and the SDXL twin as one original-layout checkpoint."""
+    from runner.zoo.precision import round_weights_to_half
+    from runner.zoo.single_file import write_single_file
+
+    round_weights_to_half(dest)
+    write_single_file(dest / "sdxl-base", dest / "single-file" / "sdxl-base.safetensors")
 
 
 # --- completeness, locking, atomic replacement -------------------------------------------------
@@ -167,10 +181,16 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--rebuild", action="store_true", help="rebuild even if present")
     parser.add_argument("--out", type=Path, metavar="DIR", help="use DIR instead of the default")
+    parser.add_argument("--as-hub-cache", type=Path, metavar="DIR",
+                        help="also lay the twins out as a Hugging Face cache in DIR (use it with HF_HUB_CACHE=DIR)")
     args = parser.parse_args(argv)
     # stdout carries only the path; anything a library prints while building goes to stderr.
     with contextlib.redirect_stdout(sys.stderr):
         path = ensure_zoo(args.out, rebuild=args.rebuild)
+        if args.as_hub_cache is not None:
+            from runner.zoo.hub_cache import lay_out_hub_cache
+
+            path = lay_out_hub_cache(path, args.as_hub_cache.expanduser().absolute())
     print(path)
     return 0
 

@@ -32,6 +32,10 @@ TEXT_ENCODER_WIDTH = 32  # SDXL: 768
 TEXT_ENCODER_2_WIDTH = 64  # SDXL: 1280; also its projection dim, as in SDXL
 
 
+# SDXL: 32. diffusers recognises an SDXL single-file checkpoint by this encoder's tenth block.
+TEXT_ENCODER_2_LAYERS = 10
+
+
 # Default init predicts noise with std ~0.3 that barely depends on the prompt; a trained UNet
 # predicts unit-variance noise. Scaling the output and the two text paths (cross-attention values,
 # pooled-embedding MLP) makes different prompts give visibly different images.
@@ -217,15 +221,15 @@ def _text_encoders() -> dict:
         "eos_token_id": vocab["<|endoftext|>"],
         "max_position_embeddings": 77,
     }
-    def config(width: int, pad_token: str, activation: str) -> CLIPTextConfig:
+    def config(width: int, pad_token: str, activation: str, layers: int = 3) -> CLIPTextConfig:
         return CLIPTextConfig(**ids, pad_token_id=vocab[pad_token], hidden_size=width,
-                              intermediate_size=4 * width, num_attention_heads=4, num_hidden_layers=3,
+                              intermediate_size=4 * width, num_attention_heads=4, num_hidden_layers=layers,
                               projection_dim=width, hidden_act=activation)
 
     _seeded(4)
     text_encoder = CLIPTextModel(config(TEXT_ENCODER_WIDTH, "<|endoftext|>", "quick_gelu"))  # as OpenAI CLIP ViT-L
     _seeded(5)
-    text_encoder_2 = CLIPTextModelWithProjection(config(TEXT_ENCODER_2_WIDTH, "!", "gelu"))  # as OpenCLIP bigG
+    text_encoder_2 = CLIPTextModelWithProjection(config(TEXT_ENCODER_2_WIDTH, "!", "gelu", TEXT_ENCODER_2_LAYERS))  # as OpenCLIP bigG
     return {
         "text_encoder": text_encoder,
         "text_encoder_2": text_encoder_2,
