@@ -10,7 +10,7 @@ from typing import Any, Iterator, Mapping, Optional, Tuple
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from runner.config import file_checks, sources
+from runner.config import file_checks, models_root, sources
 from runner import zoo
 from runner.errors import UserError
 from runner.config.plain import to_builtin
@@ -95,7 +95,8 @@ class ConditioningPlan:
 
 
 @memoized
-def plan_conditioning(node: DictConfig, twins: Mapping[str, str], allow_pickle: bool = False) -> ConditioningPlan:
+def plan_conditioning(node: DictConfig, twins: Mapping[str, str], allow_pickle: bool = False,
+                      names: Optional["models_root.ModelsRoot"] = None) -> ConditioningPlan:
     kind = node.get("kind")
     if kind not in SCHEMAS:
         raise UserError(f"conditioning.kind={kind!r} is not one of {', '.join(SCHEMAS)}; "
@@ -111,7 +112,8 @@ def plan_conditioning(node: DictConfig, twins: Mapping[str, str], allow_pickle: 
     images = tuple((role, resolve_image(f"conditioning.{role}", cond[role], twins)) for role in roles)
     if kind == "inpaint":
         return ConditioningPlan(kind, PIPELINES[kind], images=images, call=(("strength", cond.strength),))
-    model = sources.resolve_folder("conditioning.model.source", cond.model.source, twins)
+    key = "conditioning.model.source"  # a bare name: a ControlNet / T2I-Adapter in the models folder
+    model = sources.resolve_folder(key, models_root.resolve_name(names, key, cond.model.source), twins)
     if model.origin == "local":
         file_checks.check_model_folder("conditioning.model.source", Path(model.path), allow_pickle, pipeline=False)
     if kind == "controlnet_canny":
@@ -159,16 +161,15 @@ def _problems(kind: str, cond: DictConfig) -> Iterator[str]:
 
 
 def resolve_image(key: str, ref: str, twins: Mapping[str, str]) -> str:
-    """A local image file, or a URL when the hub is reachable."""
+    """A local image file (a hub file's URL: its copy in the Hugging Face cache), or a URL when the
+    hub is reachable."""
     if ref in twins:
         return str(zoo.zoo_dir() / twins[ref])
     if ref.startswith(("http://", "https://")):
-        if sources.offline():
-            raise UserError(
-                f"{key}={ref!r} is a URL but HF_HUB_OFFLINE is set, so it cannot be fetched. "
-                f"Download the image and pass its local path ({key}=/path/to/image.png), or use zoo=tiny."
-            )
-        return ref
+        found = sources.resolve_url(key, ref)  # a hub file's URL reads the Hugging Face cache
+        if found != ref:
+            file_checks.check_image_file(key, Path(found))
+        return found
     path = Path(ref).expanduser()
     if not path.is_file():
         raise UserError(f"{key}={ref!r} does not exist or is not a file. Pass the path of an image "

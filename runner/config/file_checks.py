@@ -10,7 +10,7 @@ import os
 import re
 import struct
 from pathlib import Path
-from typing import List
+from typing import List, Optional
 
 from runner.errors import UserError
 from runner.config.plan_memo import memoized
@@ -69,6 +69,40 @@ def check_model_folder(key: str, folder: Path, allow_pickle: bool, pipeline: boo
     for weights in [folder, *(sub for sub in folder.iterdir() if sub.is_dir())]:
         if any(weights.glob("*.bin")) and not any(weights.glob("*.safetensors")):
             raise UserError(f"{key}: {weights} has only pickle weights (.bin). {_PICKLE_HINT}")
+
+
+def check_variant_files(key: str, ref: str, folder: Path, variant: Optional[str]) -> None:
+    """Every component of a diffusers folder that has weights has them in `variant` (`fp16`): the
+    diffusers loaders would otherwise stop on the first missing one, or read another file."""
+    if variant is None:
+        return
+    for component in sorted([folder, *(sub for sub in folder.iterdir() if sub.is_dir())]):
+        names = [p.name for p in component.iterdir() if p.name.endswith(WEIGHT_FILES)]
+        if names and not any(f".{variant}." in name or f".{variant}-" in name for name in names):
+            relative = component.relative_to(folder).as_posix()
+            wanted = f"{relative}/*.{variant}.safetensors".lstrip("./")
+            raise UserError(
+                f"{key}={ref!r} with model.variant={variant!r}: {folder} has no {variant} weights for "
+                f"{relative if relative != '.' else 'the model'} (looked for {wanted}; found {', '.join(sorted(names))}). "
+                f"Download them (`hf download {ref} --include '{wanted}'`), or set the variant to null to read "
+                "the full-precision files.")
+
+
+WEIGHT_FILES = (".safetensors", ".bin")
+
+
+def check_checkpoint_file(key: str, path: Path, allow_pickle: bool, prefix: str, what: str) -> None:
+    """A single-file model: a safetensors file whose keys start with `prefix` (a full SDXL checkpoint:
+    `model.diffusion_model.`), or a pickle file the user allowed."""
+    if path.suffix.lower() in PICKLE_SUFFIXES:
+        if allow_pickle:
+            return
+        raise UserError(f"{key}: {path} is a pickle file. {_PICKLE_HINT}")
+    names = safetensors_keys(key, path)
+    if not any(name.startswith(prefix) for name in names):
+        lora = any(marker in name for name in names for marker in _LORA_MARKERS)
+        raise UserError(f"{key}: {path} is not {what} (no '{prefix}…' keys){': it holds LoRA weights' if lora else ''}. "
+                        "Point it at a single-file checkpoint as A1111 or ComfyUI load them, or at a diffusers folder.")
 
 
 VAE_CLASSES = ("AutoencoderKL", "AutoencoderTiny")

@@ -10,13 +10,14 @@ from typing import Any, Dict, Optional, Tuple
 
 from pathlib import Path
 
-from runner.config import file_checks, sources
+from runner.config import file_checks, models_root, sources
 from runner.config.conditioning import ConditioningPlan, plan_conditioning
 from runner.config.metrics import MetricPlan, plan_metrics
 from runner.config.plain import Plain, as_plain, to_builtin
 from runner.config.prompt_sets import PromptRow, row_of_config
 from runner.config.schema import validate
 from runner.config.sources import Source
+from runner.errors import UserError
 
 
 # Device options that change how a loaded pipeline is held: part of its cache key.
@@ -48,6 +49,7 @@ class JobPlan:
     seeds: Tuple[int, ...]
     prompt_row: Optional[PromptRow] = None  # the prompt set's row this job draws (prompts=file|builtin)
     metrics: Tuple[MetricPlan, ...] = ()  # the scores each image gets
+    config: Optional[Source] = None  # where a single-file base (or VAE) reads its configs (model.config)
 
     @property
     def components(self) -> Dict[str, Source]:
@@ -66,16 +68,18 @@ def plan_job(cfg: Any) -> JobPlan:
     cfg = as_plain(cfg)  # read once; every check below reads plain data
     validate(cfg)
     twins = dict(cfg.zoo.twins) if cfg.zoo.name == "tiny" else {}
-    base = sources.resolve_folder("model.source", cfg.model.source, twins)
-    if base.origin == "local":
-        file_checks.check_model_folder("model.source", Path(base.path), cfg.allow_pickle, pipeline=True)
+    names = models_root.models_root_of(cfg)
+    base, config = _plan_base(cfg, twins, names)
     vae = None
     if cfg.model.vae is not None:
-        vae = sources.resolve_folder("model.vae", cfg.model.vae, twins)
-        if vae.origin == "local":
+        vae = sources.resolve_folder("model.vae", models_root.resolve_name(names, "model.vae", cfg.model.vae), twins)
+        if sources.is_single_file(vae):
+            file_checks.check_checkpoint_file("model.vae", Path(vae.path), cfg.allow_pickle, "", "a VAE")
+            config = config or _configs_of(cfg, base, twins)
+        elif vae.origin == "local":
             file_checks.check_vae_folder("model.vae", Path(vae.path), cfg.allow_pickle)
-    adapters = tuple(_plan_adapter(name, entry, twins, cfg.allow_pickle) for name, entry in cfg.lora.items())
-    conditioning = plan_conditioning(cfg.conditioning, twins, cfg.allow_pickle)
+    adapters = tuple(_plan_adapter(name, entry, twins, cfg.allow_pickle, names) for name, entry in cfg.lora.items())
+    conditioning = plan_conditioning(cfg.conditioning, twins, cfg.allow_pickle, names)
     s = cfg.sampling
     call: Dict[str, Any] = {"prompt": s.prompt}
     if s.negative_prompt is not None:
@@ -93,6 +97,7 @@ def plan_job(cfg: Any) -> JobPlan:
     return JobPlan(
         base=base,
         variant=sources.variant_for(base, cfg.model.variant),
+        config=config,
         vae=vae,
         device=cfg.device.type,
         dtype=cfg.device.dtype,
@@ -109,9 +114,39 @@ def plan_job(cfg: Any) -> JobPlan:
     )
 
 
-def _plan_adapter(name: str, entry: Plain, twins, allow_pickle: bool) -> AdapterPlan:
+def _plan_base(cfg: Plain, twins, names) -> Tuple[Source, Optional[Source]]:
+    """The base model: a diffusers folder (its variant files checked), or a single-file checkpoint
+    and the folder its configs come from (model.config)."""
+    base = sources.resolve_folder("model.source", models_root.resolve_name(names, "model.source", cfg.model.source),
+                                  twins)
+    if sources.is_single_file(base):
+        file_checks.check_checkpoint_file("model.source", Path(base.path), cfg.allow_pickle,
+                                          "model.diffusion_model.", "a single-file Stable Diffusion checkpoint")
+        return base, _configs_of(cfg, base, twins)
+    if base.origin == "local":
+        file_checks.check_model_folder("model.source", Path(base.path), cfg.allow_pickle, pipeline=True)
+        file_checks.check_variant_files("model.source", base.ref, Path(base.path), cfg.model.variant)
+    return base, None
+
+
+def _configs_of(cfg: Plain, base: Source, twins) -> Source:
+    """model.config: the diffusers folder (or cached repo) whose configs a single file is read with;
+    for a single-file VAE on a folder base, the base itself."""
+    if not sources.is_single_file(base):
+        return base
+    if cfg.model.get("config") is None:
+        raise UserError(f"model.source={cfg.model.source!r} is a single file, which holds weights but no "
+                        "configs: set model.config to a diffusers folder or hub id of the same architecture "
+                        "(model.config=stabilityai/stable-diffusion-xl-base-1.0 for SDXL).")
+    config = sources.resolve_folder("model.config", cfg.model.config, twins)
+    if config.origin == "local":
+        file_checks.check_model_folder("model.config", Path(config.path), True, pipeline=True)
+    return config
+
+
+def _plan_adapter(name: str, entry: Plain, twins, allow_pickle: bool, names=None) -> AdapterPlan:
     key = f"lora.{name}.source"
-    source = sources.resolve_file(key, entry.source, entry.weight_name, twins)
+    source = sources.resolve_file(key, models_root.resolve_name(names, key, entry.source), entry.weight_name, twins)
     if source.origin == "local":
         file_checks.check_lora_file(key, Path(source.file), allow_pickle)
     return AdapterPlan(name=name, source=source, weight=float(entry.weight))

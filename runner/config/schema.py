@@ -27,6 +27,9 @@ class ModelConfig:
     # madebyollin/sdxl-vae-fp16-fix (decodes in float16 without overflowing), or an AutoencoderTiny
     # such as madebyollin/taesdxl (a fast, lower-quality preview decoder). Group `vae` names both.
     vae: Optional[str] = None
+    # Where a single-file checkpoint's configs come from (a diffusers folder or hub id holding
+    # model_index.json and each component's config): used only when `source` is one file.
+    config: Optional[str] = None
 
 
 @dataclass
@@ -114,6 +117,8 @@ class OutputsConfig:
 class PathsConfig:
     root: str = "outputs"
     output_dir: str = MISSING
+    # An AUTOMATIC1111 or ComfyUI models folder: weight references may then be bare names in it.
+    models: Optional[str] = None
 
 
 @dataclass

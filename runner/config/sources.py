@@ -19,6 +19,10 @@ from runner.config.plan_memo import memoized
 
 DEFAULT_LORA_FILE = "pytorch_lora_weights.safetensors"
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+# A file of a hub repository by URL: https://huggingface.co/[datasets/|spaces/]owner/name/resolve/REV/PATH
+_HUB_URL = re.compile(r"^https?://(?:huggingface\.co|hf\.co)/(?:(datasets|spaces)/)?"
+                      r"([\w.-]+/[\w.-]+)/resolve/([^/]+)/(.+)$")
+CHECKPOINT_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin")
 
 
 @dataclass(frozen=True)
@@ -96,8 +100,38 @@ def _local_or_twin(key: str, ref: str, twins: Mapping[str, str]) -> Optional[Sou
 
 
 def variant_for(source: Source, variant: Optional[str]) -> Optional[str]:
-    """Tiny-zoo twins have no fp16 (or other variant) files: their variant is always None."""
-    return None if source.origin == "zoo" else variant
+    """Tiny-zoo twins (and single files) have no fp16 (or other variant) files: their variant is None."""
+    return None if source.origin == "zoo" or is_single_file(source) else variant
+
+
+def is_single_file(source: Source) -> bool:
+    """A model in one file (a checkpoint as A1111 and ComfyUI keep them), not a diffusers folder."""
+    return source.origin != "hub" and source.weight_name is None and Path(source.path).is_file()
+
+
+def resolve_url(key: str, url: str) -> str:
+    """A hub file named by URL (`…/resolve/main/…`): its copy in the Hugging Face cache, or the URL
+    itself to fetch when online; offline and not cached, an error naming the file."""
+    found = _HUB_URL.match(url)
+    if found is None:
+        if offline():
+            raise UserError(f"{key}={url!r} is a URL but HF_HUB_OFFLINE is set, so it cannot be fetched. "
+                            f"Download it and pass its local path ({key}=/path/to/image.png), or use zoo=tiny.")
+        return url
+    kind, repo_id, revision, filename = found.groups()
+    repo_type = {"datasets": "dataset", "spaces": "space"}.get(kind, "model")
+    try:
+        return hf_hub_download(repo_id, filename, repo_type=repo_type, revision=revision, local_files_only=True)
+    except LocalEntryNotFoundError:
+        if not offline():
+            return url
+    plural = f"{repo_type}s/" if repo_type != "model" else ""
+    raise UserError(
+        f"{key}={url!r}: {filename} of the {repo_type} repository {repo_id} (revision {revision}) is not in the "
+        f"local Hugging Face cache ({constants.HF_HUB_CACHE}) and HF_HUB_OFFLINE is set. Download it on a "
+        f"machine with network access (`hf download {repo_id} {filename}"
+        f"{' --repo-type ' + repo_type if plural else ''}`), or pass a local copy ({key}=/path/to/image.png)."
+    )
 
 
 def offline() -> bool:

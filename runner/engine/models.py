@@ -21,6 +21,7 @@ from runner import zoo
 from runner.engine.state import LoadedPipeline
 from runner.errors import UserError
 from runner.config.job_plan import JobPlan
+from runner.config import sources
 from runner.config.sources import Source
 from runner.engine.state import ENGINE
 
@@ -104,23 +105,29 @@ def load_pipeline(plan: JobPlan) -> Tuple[LoadedPipeline, bool]:
     device = resolve_device(plan.device)
     dtype = resolve_dtype(plan.dtype, device)
     vae_path = plan.vae.path if plan.vae is not None else None
-    key = (plan.base.path, plan.variant, vae_path, device, str(dtype), plan.memory)
+    config_path = plan.config.path if plan.config is not None else None
+    key = (plan.base.path, config_path, plan.variant, vae_path, device, str(dtype), plan.memory)
     entry = ENGINE.pipelines.get(key)
     if entry is not None:
         return entry, True
     folder = local_path(plan.base, plan.variant)
+    configs = None if plan.config is None else config_location(plan.config)
     with quiet_libraries():
         # A replacement VAE goes in at load time, so that device options and offload hooks cover it.
         vae_folder = None if plan.vae is None else local_path(plan.vae)
-        swapped = {} if vae_folder is None else {"vae": _load_vae(vae_folder, plan, dtype)}
-        pipe = DiffusionPipeline.from_pretrained(folder, dtype=dtype, variant=plan.variant,
-                                                 use_safetensors=_safetensors_only(plan), **swapped)
+        swapped = {} if vae_folder is None else {"vae": _load_vae(vae_folder, plan, dtype, configs)}
+        if sources.is_single_file(plan.base):
+            pipe = single_file_pipeline(folder, configs, dtype, **swapped)
+        else:
+            pipe = DiffusionPipeline.from_pretrained(folder, dtype=dtype, variant=plan.variant,
+                                                     use_safetensors=_safetensors_only(plan), **swapped)
     options = dict(plan.memory)
     _place(pipe, device, options)
     # Asked once: diffusers finds a pipeline's device by walking every module (ms, per call).
     entry = LoadedPipeline(pipe=pipe, folder=folder, scheduler_config=pipe.scheduler.config,
                            device=str(pipe._execution_device), dtype=dtype,
                            variant=plan.variant, use_safetensors=_safetensors_only(plan), vae_folder=vae_folder,
+                           config_folder=configs if sources.is_single_file(plan.base) else None,
                            compile={k: options[k] for k in ("compile", "compile_backend", "compile_mode")},
                            hotswap_rank=options["lora_hotswap_rank"])
     ENGINE.pipelines.put(key, entry)
@@ -133,12 +140,42 @@ def as_loaded(loaded: LoadedPipeline, component: str) -> Any:
     them. Where the files hold the pipeline's dtype they stay memory-mapped, not copied."""
     model_class = type(getattr(loaded.pipe, component))
     with quiet_libraries():
+        if loaded.config_folder is not None:  # a single file: read whole again (a fused stack changed)
+            pipe = single_file_pipeline(loaded.folder, loaded.config_folder, loaded.dtype, type(loaded.pipe))
+            return pipe.components[component]
         return model_class.from_pretrained(loaded.folder, subfolder=component, dtype=loaded.dtype,
                                            variant=loaded.variant, use_safetensors=loaded.use_safetensors)
 
 
-def _load_vae(folder: str, plan: JobPlan, dtype: torch.dtype) -> Any:
-    """model.vae: an AutoencoderKL or AutoencoderTiny, by its config's class (runner.config.file_checks)."""
+def config_location(source: Source) -> str:
+    """Where a single file's configs are read: a local folder, or a hub id (only its configs are
+    downloaded, by diffusers, when online)."""
+    if source.origin == "zoo":
+        zoo.ensure_zoo()
+    return source.path
+
+
+def single_file_pipeline(file: str, configs: str, dtype: torch.dtype, pipeline_class: Any = None, **components: Any) -> Any:
+    """A checkpoint in one file (A1111 / ComfyUI style) loaded with diffusers' `from_single_file`,
+    its components' configs read from `configs` (model.config), as the pipeline class there names it."""
+    if pipeline_class is None:
+        index = Path(configs) / "model_index.json"
+        name = json.loads(index.read_text())["_class_name"] if index.is_file() else "StableDiffusionXLPipeline"
+        pipeline_class = getattr(diffusers, name)
+    return pipeline_class.from_single_file(file, config=configs, local_files_only=_configs_are_local(configs),
+                                           dtype=dtype, **components)
+
+
+def _configs_are_local(configs: str) -> bool:
+    return Path(configs).is_dir() or sources.offline()
+
+
+def _load_vae(folder: str, plan: JobPlan, dtype: torch.dtype, configs: "str | None") -> Any:
+    """model.vae: an AutoencoderKL or AutoencoderTiny, by its config's class (runner.config.file_checks);
+    a single-file VAE is an AutoencoderKL configured as the base's own VAE."""
+    if sources.is_single_file(plan.vae):
+        return diffusers.AutoencoderKL.from_single_file(folder, config=configs, subfolder="vae", dtype=dtype,
+                                                        local_files_only=_configs_are_local(configs))
     name = json.loads((Path(folder) / "config.json").read_text())["_class_name"]
     return getattr(diffusers, name).from_pretrained(folder, dtype=dtype, use_safetensors=_safetensors_only(plan))
 

@@ -27,6 +27,7 @@ class LoadedPipeline:
     dtype: Any = None  # its torch dtype
     scheduler: Any = None  # (spec, scheduler) last built: the next job with the same spec reuses it
     vae_folder: Optional[str] = None  # the folder of a VAE that replaced the model's own (model.vae)
+    config_folder: Optional[str] = None  # a single-file base: where its configs come from (model.config)
     adapter_files: Dict[str, str] = field(default_factory=dict)  # adapter name -> loaded file
     fused: Tuple[Tuple[str, float], ...] = ()  # (name, weight) merged into the weights
     lora_enabled: bool = True

@@ -100,7 +100,8 @@ def cost_order(configs: Sequence[Union[DictConfig, Plain]]) -> List[int]:
         stack = tuple((name, entry.source, entry.weight_name) for name, entry in cfg.lora.items())
         fused = tuple(entry.weight for entry in cfg.lora.values()) if cfg.fuse_lora else ()
         cond = cfg.conditioning
-        return (str(cfg.model.source), str(cfg.model.variant), str(cfg.model.vae), str(cfg.device), stack,
+        return (str(cfg.model.source), str(cfg.model.get("config")), str(cfg.model.variant), str(cfg.model.vae),
+                str(cfg.device), stack,
                 bool(cfg.fuse_lora), fused, str(cond.get("kind")), str(cond.get("model", "")), batches[index])
     return sorted(range(len(configs)), key=cost)
 
@@ -369,7 +370,8 @@ def _count(n: int, noun: str) -> str:
 
 def _base_key(plan: JobPlan):
     vae = "" if plan.vae is None else f" with VAE {plan.vae.ref}"
-    return ((plan.base.path, plan.variant, plan.vae and plan.vae.path, plan.device, plan.dtype),
+    return ((plan.base.path, plan.config and plan.config.path, plan.variant, plan.vae and plan.vae.path, plan.device,
+             plan.dtype),
             f"{plan.base.ref} ({plan.base.path}){vae}")
 
 
