@@ -19,7 +19,7 @@ from omegaconf import DictConfig
 from runner.sweep import batching
 from runner.sweep.handoff import HANDOFF
 from runner.engine import conditioning
-from runner.outputs import image_files, records, thumbnails
+from runner.outputs import image_files, model_hashes, records, thumbnails
 from runner.config.schema import override_strings, record_of, to_container
 from runner.errors import UserError
 from runner.config.job_plan import JobPlan
@@ -198,6 +198,7 @@ def _execute(plan: JobPlan, job_dir: Path, record: Dict[str, Any]) -> Tuple[List
 
     t = time.perf_counter()
     record["adapters"] = lora.apply_stack(loaded, plan.adapters, plan.fuse_lora)
+    record["hashes"] = model_hashes.job_hashes(record)  # A1111's, for the PNG metadata: each file read once
     compiled_now = models.compile_unet(loaded)
     if loaded.compiled:  # the first compiled job's generate time includes tracing and compiling
         record["compile"] = {**loaded.compile, "compiled_in_this_job": compiled_now}

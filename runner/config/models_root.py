@@ -116,13 +116,15 @@ def models_root_of(cfg) -> Optional[ModelsRoot]:
 
 @memoized  # a sweep names the same model in every job: its folder is searched once
 def resolve_name(root: Optional[ModelsRoot], key: str, ref: str) -> str:
-    """`ref` unchanged, or the path of the model a bare name means in the models folder."""
-    if root is None or not isinstance(ref, str) or not is_bare_name(ref):
-        return ref
+    """`ref` unchanged, or the path of the model a bare name (or a name with its subfolder, as
+    `sdxl/juggernautXL.safetensors`) means in the models folder. Paths that exist come first."""
     kind = "lora" if key.startswith("lora.") else KIND_OF_KEY.get(key)
-    if kind is None:
+    if root is None or kind is None or not isinstance(ref, str) or Path(ref).expanduser().exists():
         return ref
-    return str(root.find(key, ref, kind))
+    folder = root.folder(kind)
+    if folder is not None and "/" in ref and (folder / ref).exists():  # a name with its subfolder
+        return str(folder / ref)
+    return str(root.find(key, ref, kind)) if is_bare_name(ref) else ref
 
 
 def _is_diffusers_folder(folder: Path) -> bool:

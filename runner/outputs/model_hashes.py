@@ -96,3 +96,17 @@ def _store(key: Tuple[str, int, int], hashes: Dict[str, str]) -> Dict[str, str]:
 
 def _text(key: Tuple[str, int, int]) -> str:
     return f"{key[0]}|{key[1]}|{key[2]}"
+
+
+def job_hashes(record: dict) -> dict:
+    """The A1111 hashes of what a job loaded, from its record: `model` and `vae` where they are
+    single files (A1111 hashes files; a diffusers folder has no such hash), `lora` by adapter name."""
+    hashes: dict = {}
+    for role in ("base", "vae"):
+        path = (record.get("components") or {}).get(role)
+        if path and Path(path).is_file():
+            hashes["model" if role == "base" else "vae"] = model_hash(path)
+    loras = {a["name"]: lora_hash(a["file"]) for a in record.get("adapters") or [] if Path(a["file"]).is_file()}
+    if loras:
+        hashes["lora"] = loras
+    return hashes

@@ -46,11 +46,18 @@ def parameters_text(record: Dict[str, Any], image: Dict[str, Any]) -> str:
         ("CFG scale", call["guidance_scale"]),
         ("Seed", image["seed"]),
         ("Size", f"{call['width']}x{call['height']}"),
-        ("Model", PurePosixPath(config["model"]["source"]).name),
     ]
+    hashes = record.get("hashes") or {}  # runner.outputs.model_hashes: A1111's, where a file was loaded
+    if "model" in hashes:
+        fields.append(("Model hash", hashes["model"]))
+    fields.append(("Model", PurePosixPath(config["model"]["source"]).name))
+    if "vae" in hashes:
+        fields += [("VAE hash", hashes["vae"]), ("VAE", PurePosixPath(str(config["model"].get("vae"))).name)]
     if record.get("adapters"):
         weights = ", ".join(f"{a['name']}: {a['weight']}" for a in record["adapters"])
         fields += [("Lora", weights), ("Lora fused", record.get("fused", False))]
+    if hashes.get("lora"):
+        fields.append(("Lora hashes", ", ".join(f"{name}: {h}" for name, h in hashes["lora"].items())))
     if "strength" in call:
         fields.append(("Denoising strength", call["strength"]))
     for key in ("controlnet_conditioning_scale", "adapter_conditioning_scale"):
