@@ -22,6 +22,7 @@ def imported_after(code: str) -> set:
     "runner.config, runner.config.job_plan, runner.config.recorded, runner.config.conditioning",
     "runner.report, runner.report.contact_sheets, runner.report.gallery, runner.commands.lcm_grid",
     "runner.sweep.expansion, runner.run",  # a dry run (plan=true) plans every job without torch
+    "runner.commands.lcm_models, runner.config.models_root, runner.outputs.model_hashes",
 ])
 def test_planning_and_reports_import_neither_torch_nor_diffusers(modules):
     assert not {"torch", "diffusers"} & imported_after(f"import {modules}")
