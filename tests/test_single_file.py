@@ -31,6 +31,28 @@ def sha256(path, skip_header=False):
     return hashlib.sha256(data).hexdigest()
 
 
+def test_the_zoo_single_file_twin_is_an_sdxl_checkpoint_in_the_original_layout(tiny_zoo):
+    from diffusers.loaders.single_file_utils import infer_diffusers_model_type
+    from safetensors.torch import load_file
+
+    checkpoint = load_file(tiny_zoo / "single-file" / "sdxl-base.safetensors")
+    assert infer_diffusers_model_type(checkpoint) == "xl_base", "diffusers must recognise it as SDXL"
+    prefixes = {key.split(".")[0] for key in checkpoint}
+    assert prefixes == {"model", "first_stage_model", "conditioner"}
+    assert "conditioner.embedders.0.transformer.text_model.embeddings.position_embedding.weight" in checkpoint
+
+
+def test_every_zoo_weight_is_exact_in_float16(tiny_zoo):
+    """So that the fp16 variant files of the hub-cache layout hold the same values."""
+    import torch
+    from safetensors.torch import load_file
+
+    for path in tiny_zoo.rglob("*.safetensors"):
+        for name, tensor in load_file(path).items():
+            if tensor.is_floating_point():
+                assert torch.equal(tensor.half().to(tensor.dtype), tensor), (path.name, name)
+
+
 def test_a_single_file_checkpoint_equals_its_diffusers_folder(tiny_zoo, tmp_path, monkeypatch, fresh_cache):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # the hash cache
     checkpoint = tiny_zoo / "single-file" / "sdxl-base.safetensors"
@@ -82,6 +104,7 @@ def test_a_checkpoint_sweep_loads_each_file_once(tiny_zoo, tmp_path):
     records = [json.loads((tmp_path / "sweep" / str(n) / "run.json").read_text()) for n in range(4)]
     assert [r["components"]["base"] for r in records] == [str(first), str(second)] * 2, "the grid's numbering"
     assert sorted(r["cache"]["base"] for r in records) == ["hit", "hit", "miss", "miss"]
-    order = [line.split("(#")[1].split(")")[0] for line in done.stderr.splitlines() if "] job " in line and "(#" in line]
+    log = (done.stdout + done.stderr).splitlines()
+    order = [line.split("(#")[1].split(")")[0] for line in log if "[lcm-run] job " in line and "(#" in line]
     assert order == ["0", "2", "1", "3"], order  # first's jobs, then second's
     assert np.array_equal(pixels(records[0], tmp_path / "sweep" / "0"), pixels(records[1], tmp_path / "sweep" / "1"))
