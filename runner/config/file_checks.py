@@ -76,16 +76,22 @@ def check_variant_files(key: str, ref: str, folder: Path, variant: Optional[str]
     diffusers loaders would otherwise stop on the first missing one, or read another file."""
     if variant is None:
         return
-    for component in sorted([folder, *(sub for sub in folder.iterdir() if sub.is_dir())]):
+    try:  # the pipeline's components (a repo may hold other folders: ONNX exports, older VAEs)
+        index = json.loads((folder / "model_index.json").read_text())
+        parts = [folder / name for name, value in index.items() if isinstance(value, list) and value[0]]
+    except (OSError, ValueError, AttributeError, IndexError):
+        return  # check_model_folder reports an unreadable folder
+    for component in sorted(part for part in parts if part.is_dir()):
         names = [p.name for p in component.iterdir() if p.name.endswith(WEIGHT_FILES)]
         if names and not any(f".{variant}." in name or f".{variant}-" in name for name in names):
             relative = component.relative_to(folder).as_posix()
-            wanted = f"{relative}/*.{variant}.safetensors".lstrip("./")
+            wanted = f"{relative}/*.{variant}.safetensors"
+            cached = re.match(r"^[\w.-]+/[\w.-]+$", ref) and not Path(ref).exists()  # a hub id, read from the cache
+            fetch = f"Download them (`hf download {ref} --include '{wanted}'`), or set" if cached else "Set"
             raise UserError(
                 f"{key}={ref!r} with model.variant={variant!r}: {folder} has no {variant} weights for "
-                f"{relative if relative != '.' else 'the model'} (looked for {wanted}; found {', '.join(sorted(names))}). "
-                f"Download them (`hf download {ref} --include '{wanted}'`), or set the variant to null to read "
-                "the full-precision files.")
+                f"{relative} (looked for {wanted}; found {', '.join(sorted(names))}). {fetch} "
+                "model.variant=null to read the full-precision files.")
 
 
 WEIGHT_FILES = (".safetensors", ".bin")
