@@ -104,7 +104,7 @@ def test_a_checkpoint_sweep_loads_each_file_once(tiny_zoo, tmp_path):
     records = [json.loads((tmp_path / "sweep" / str(n) / "run.json").read_text()) for n in range(4)]
     assert [r["components"]["base"] for r in records] == [str(first), str(second)] * 2, "the grid's numbering"
     assert sorted(r["cache"]["base"] for r in records) == ["hit", "hit", "miss", "miss"]
-    log = (done.stdout + done.stderr).splitlines()
-    order = [line.split("(#")[1].split(")")[0] for line in log if "[lcm-run] job " in line and "(#" in line]
-    assert order == ["0", "2", "1", "3"], order  # first's jobs, then second's
+    # the order the jobs ran in: each run.json is written as its job ends
+    order = sorted(range(4), key=lambda n: (tmp_path / "sweep" / str(n) / "run.json").stat().st_mtime_ns)
+    assert order == [0, 2, 1, 3], order  # first's jobs, then second's
     assert np.array_equal(pixels(records[0], tmp_path / "sweep" / "0"), pixels(records[1], tmp_path / "sweep" / "1"))
