@@ -11,7 +11,6 @@ import pytest
 from PIL import Image
 
 from runner.config.job_plan import plan_job
-from runner.engine.state import ENGINE
 from runner.errors import UserError
 from runner.outputs.png_metadata import read_png_metadata
 from runner.run import run
