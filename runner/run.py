@@ -154,6 +154,7 @@ def _new_record(cfg: DictConfig, job_dir: Path, plan: JobPlan, overrides: List[s
         "config": record_of(cfg, str(job_dir)),  # paths.output_dir: where it went
         "overrides": overrides,
         "pipeline": None,
+        "family": plan.family.name,  # the base's, from its files: sdxl, ssd_1b or sd15
         "components": {key: source.path for key, source in plan.components.items()},
         "scheduler": None,
         "adapters": [],

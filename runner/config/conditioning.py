@@ -11,6 +11,7 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from runner.config import file_checks, models_root, sources
+from runner.config.families import SDXL, BaseModel, check_conditioning_kind, check_conditioning_model
 from runner import zoo
 from runner.errors import UserError
 from runner.config.plain import to_builtin
@@ -71,13 +72,8 @@ SCHEMAS = {
     "controlnet_canny": _ControlNetCanny,
     "t2i_adapter_canny": _T2IAdapterCanny,
 }
-# The diffusers pipeline each kind runs, and the name of its extra model in run.json.
-PIPELINES = {
-    "none": "StableDiffusionXLPipeline",
-    "inpaint": "StableDiffusionXLInpaintPipeline",
-    "controlnet_canny": "StableDiffusionXLControlNetPipeline",
-    "t2i_adapter_canny": "StableDiffusionXLAdapterPipeline",
-}
+# The diffusers pipeline each kind runs is the base family's (runner.config.families); the name of
+# each kind's extra model in run.json:
 MODEL_COMPONENTS = {"controlnet_canny": "controlnet", "t2i_adapter_canny": "adapter"}
 
 
@@ -96,7 +92,11 @@ class ConditioningPlan:
 
 @memoized
 def plan_conditioning(node: DictConfig, twins: Mapping[str, str], allow_pickle: bool = False,
-                      names: Optional["models_root.ModelsRoot"] = None) -> ConditioningPlan:
+                      names: Optional["models_root.ModelsRoot"] = None, base: Optional[BaseModel] = None,
+                      base_ref: str = "") -> ConditioningPlan:
+    """`base`: what the base's files say (None: an SDXL base), which decides the kinds that exist,
+    their pipeline classes and the ControlNets and T2I-Adapters that fit; `names`: the models folder
+    a bare name is looked up in."""
     kind = node.get("kind")
     if kind not in SCHEMAS:
         raise UserError(f"conditioning.kind={kind!r} is not one of {', '.join(SCHEMAS)}; "
@@ -106,16 +106,22 @@ def plan_conditioning(node: DictConfig, twins: Mapping[str, str], allow_pickle: 
     if problems:
         raise UserError("Invalid conditioning: " + "; ".join(problems) + ". Fix the value on the "
                         "command line (for example `conditioning.conditioning_scale=0.5`) or in the experiment file.")
+    if base is not None:
+        check_conditioning_kind(kind, base, base_ref)
+    pipeline = (base.family if base is not None else SDXL).pipelines[kind]
     if kind == "none":
-        return ConditioningPlan(kind, PIPELINES[kind])
+        return ConditioningPlan(kind, pipeline)
     roles = ("image", "mask_image") if kind == "inpaint" else ("image",)
     images = tuple((role, resolve_image(f"conditioning.{role}", cond[role], twins)) for role in roles)
     if kind == "inpaint":
-        return ConditioningPlan(kind, PIPELINES[kind], images=images, call=(("strength", cond.strength),))
+        return ConditioningPlan(kind, pipeline, images=images, call=(("strength", cond.strength),))
     key = "conditioning.model.source"  # a bare name: a ControlNet / T2I-Adapter in the models folder
     model = sources.resolve_folder(key, models_root.resolve_name(names, key, cond.model.source), twins)
     if model.origin == "local":
         file_checks.check_model_folder("conditioning.model.source", Path(model.path), allow_pickle, pipeline=False)
+    if base is not None and model.origin != "hub":  # a twin's files exist once the base's were read
+        check_conditioning_model("conditioning.model.source", model.ref, Path(model.path), MODEL_COMPONENTS[kind],
+                                 base, base_ref)
     if kind == "controlnet_canny":
         call = (("controlnet_conditioning_scale", cond.conditioning_scale),
                 ("control_guidance_start", cond.control_guidance_start),
@@ -125,7 +131,7 @@ def plan_conditioning(node: DictConfig, twins: Mapping[str, str], allow_pickle: 
         call = (("adapter_conditioning_scale", cond.conditioning_scale),
                 ("adapter_conditioning_factor", cond.conditioning_factor))
         detect = cond.detect_resolution
-    return ConditioningPlan(kind, PIPELINES[kind], MODEL_COMPONENTS[kind], model,
+    return ConditioningPlan(kind, pipeline, MODEL_COMPONENTS[kind], model,
                             sources.variant_for(model, cond.model.variant),
                             images, call, (cond.low_threshold, cond.high_threshold), detect)
 

@@ -1,13 +1,12 @@
 """Checks of the files a job will read, made while planning: torch-free, reading headers only.
 
-A LoRA must be a safetensors file with LoRA weights for SDXL; pickle files (.bin, .ckpt, .pt) can
+A LoRA must be a safetensors file with LoRA weights (whose family runner.config.families judges); pickle files (.bin, .ckpt, .pt) can
 run code when loaded, so they are refused unless `allow_pickle=true`; an input image must open.
 """
 from __future__ import annotations
 
 import json
 import os
-import re
 import struct
 from pathlib import Path
 from typing import List, Optional
@@ -19,29 +18,21 @@ PICKLE_SUFFIXES = (".bin", ".ckpt", ".pt", ".pth", ".pkl")
 _PICKLE_HINT = ("Pickle files can run arbitrary code when loaded: convert it to .safetensors, or set "
                 "allow_pickle=true only for a file you trust.")
 _LORA_MARKERS = ("lora_A", "lora_B", "lora_down", "lora_up", "lora.down", "lora.up", "lora_linear_layer")
-# Layouts SDXL never has: SD 1.x/2.x put attention in the first down block and have one text encoder
-# ("lora_te_"); transformer models (SD3, Flux) have no down blocks at all.
-_NOT_SDXL = {
-    "Stable Diffusion 1.x/2.x": re.compile(r"down_blocks[._]0[._]attentions|input_blocks_1_1_|lora_te_text_model"),
-    "a transformer model (SD3, Flux...)": re.compile(r"^(transformer\.|lora_transformer_)|double_blocks|joint_blocks"),
-}
 _MAX_HEADER = 100 * 2**20
 
 
 @memoized
-def check_lora_file(key: str, path: Path, allow_pickle: bool) -> None:
+def check_lora_file(key: str, path: Path, allow_pickle: bool) -> List[str]:
+    """The LoRA's layer names (none for an allowed pickle file, which is not read)."""
     if path.suffix.lower() in PICKLE_SUFFIXES:
         if allow_pickle:
-            return
+            return []
         raise UserError(f"{key}: {path} is a pickle file. {_PICKLE_HINT}")
     names = safetensors_keys(key, path)
     if not any(marker in name for name in names for marker in _LORA_MARKERS):
         raise UserError(f"{key}: {path} holds no LoRA weights (no keys like '...lora_A.weight' or "
                         "'...lora_down.weight'); it may be a full model. Point it at a LoRA .safetensors file.")
-    for family, pattern in _NOT_SDXL.items():
-        if any(pattern.search(name) for name in names):
-            raise UserError(f"{key}: {path} is a LoRA for {family}, not for SDXL: its layers do not exist "
-                            "in the SDXL UNet. Use a LoRA trained for SDXL.")
+    return names
 
 
 def safetensors_keys(key: str, path: Path) -> List[str]:

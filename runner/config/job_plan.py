@@ -10,7 +10,7 @@ from typing import Any, Dict, Optional, Tuple
 
 from pathlib import Path
 
-from runner.config import file_checks, models_root, sources
+from runner.config import families, file_checks, models_root, sources
 from runner.config.conditioning import ConditioningPlan, plan_conditioning
 from runner.config.metrics import MetricPlan, plan_metrics
 from runner.config.plain import Plain, as_plain, to_builtin
@@ -50,6 +50,7 @@ class JobPlan:
     prompt_row: Optional[PromptRow] = None  # the prompt set's row this job draws (prompts=file|builtin)
     metrics: Tuple[MetricPlan, ...] = ()  # the scores each image gets
     config: Optional[Source] = None  # where a single-file base (or VAE) reads its configs (model.config)
+    family: families.Family = families.SDXL  # the base's, read from its files (runner.config.families)
 
     @property
     def components(self) -> Dict[str, Source]:
@@ -70,6 +71,7 @@ def plan_job(cfg: Any) -> JobPlan:
     twins = dict(cfg.zoo.twins) if cfg.zoo.name == "tiny" else {}
     names = models_root.models_root_of(cfg)
     base, config = _plan_base(cfg, twins, names)
+    model = families.read_base(config if config is not None else base)  # a single file: its configs' folder
     vae = None
     if cfg.model.vae is not None:
         vae = sources.resolve_folder("model.vae", models_root.resolve_name(names, "model.vae", cfg.model.vae), twins)
@@ -78,8 +80,9 @@ def plan_job(cfg: Any) -> JobPlan:
             config = config or _configs_of(cfg, base, twins)
         elif vae.origin == "local":
             file_checks.check_vae_folder("model.vae", Path(vae.path), cfg.allow_pickle)
-    adapters = tuple(_plan_adapter(name, entry, twins, cfg.allow_pickle, names) for name, entry in cfg.lora.items())
-    conditioning = plan_conditioning(cfg.conditioning, twins, cfg.allow_pickle, names)
+    adapters = tuple(_plan_adapter(name, entry, twins, cfg.allow_pickle, model, cfg.model.source, names)
+                     for name, entry in cfg.lora.items())
+    conditioning = plan_conditioning(cfg.conditioning, twins, cfg.allow_pickle, names, model, cfg.model.source)
     s = cfg.sampling
     call: Dict[str, Any] = {"prompt": s.prompt}
     if s.negative_prompt is not None:
@@ -87,8 +90,8 @@ def plan_job(cfg: Any) -> JobPlan:
     call.update(
         num_inference_steps=s.steps,
         guidance_scale=float(s.guidance_scale),
-        height=s.height,
-        width=s.width,
+        height=model.default_size if s.height is None else s.height,  # null: the base's own size
+        width=model.default_size if s.width is None else s.width,
         num_images_per_prompt=s.num_images,
     )
     call.update(conditioning.call)
@@ -111,6 +114,7 @@ def plan_job(cfg: Any) -> JobPlan:
         seeds=tuple(s.seed + i for i in range(s.num_images)),
         prompt_row=row_of_config(cfg) if cfg.prompts.kind != "none" else None,
         metrics=plan_metrics(cfg.metrics, conditioning.kind, twins),
+        family=model.family,
     )
 
 
@@ -144,9 +148,11 @@ def _configs_of(cfg: Plain, base: Source, twins) -> Source:
     return config
 
 
-def _plan_adapter(name: str, entry: Plain, twins, allow_pickle: bool, names=None) -> AdapterPlan:
+def _plan_adapter(name: str, entry: Plain, twins, allow_pickle: bool, base: families.BaseModel,
+                  base_ref: str, names=None) -> AdapterPlan:
     key = f"lora.{name}.source"
     source = sources.resolve_file(key, models_root.resolve_name(names, key, entry.source), entry.weight_name, twins)
-    if source.origin == "local":
-        file_checks.check_lora_file(key, Path(source.file), allow_pickle)
+    if source.origin != "hub":  # a twin's file exists once the base's files were read
+        keys = file_checks.check_lora_file(key, Path(source.file), allow_pickle)
+        families.check_lora_family(key, Path(source.file), keys, base, base_ref)
     return AdapterPlan(name=name, source=source, weight=float(entry.weight))

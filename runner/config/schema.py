@@ -47,8 +47,10 @@ class SamplingConfig:
     guidance_scale: float = 0.0
     seed: int = 0
     num_images: int = 1
-    height: int = 1024
-    width: int = 1024
+    # null: the base's own size, as diffusers picks it (runner.config.families): 1024 for SDXL and
+    # SSD-1B, 512 for Stable Diffusion 1.5, the tiny twins' a quarter of that
+    height: Optional[int] = None
+    width: Optional[int] = None
 
 
 @dataclass
@@ -268,7 +270,7 @@ def _fields(schema: type) -> set:
 def _problems(cfg: DictConfig) -> Iterator[str]:
     s = cfg.sampling
     for key, most in LIMITS.items():  # beyond these a job is a typo or a hostile config, not an experiment
-        if s[key] > most:
+        if s[key] is not None and s[key] > most:
             yield f"sampling.{key}={s[key]} is more than {most}"
     if not str(s.prompt).strip():
         yield "sampling.prompt is empty; give the text to draw"
@@ -285,7 +287,7 @@ def _problems(cfg: DictConfig) -> Iterator[str]:
         yield f"sampling.seed={s.seed} must be 0 or more"
     for key in ("height", "width"):
         value = s[key]
-        if value < 8 or value % 8:
+        if value is not None and (value < 8 or value % 8):
             nearest = sorted({max(8, value // 8 * 8), max(8, (value // 8 + 1) * 8)})
             yield (f"sampling.{key}={value} must be a positive multiple of 8 "
                    f"(the VAE downsamples x8; try {' or '.join(map(str, nearest))})")

@@ -43,7 +43,7 @@ def generate(loaded: LoadedPipeline, pipe: Any, plan: JobPlan, record: Dict[str,
         except torch.OutOfMemoryError:
             log.warning("a batch of %d jobs ran out of memory: generating them one by one", len(members))
             torch.cuda.empty_cache()
-    texts, hit = cached_embeddings(loaded, pipe, plan.call, plan.adapters)
+    texts, hit = cached_embeddings(loaded, pipe, plan.call, plan.adapters, plan.family.prompt_outputs)
     keywords = {k: v for k, v in plan.call.items() if k not in _TEXT}
     arrays, record["guards"] = _call(pipe, keywords, texts, plan.seeds, images_in)
     record["prompt_embeddings"] = "cached" if hit else "encoded"
@@ -56,7 +56,7 @@ def _batched(loaded: LoadedPipeline, pipe: Any, plans: Sequence[JobPlan], identi
     record lists the members (seed and prompts, in the call's order): lcm-reproduce remakes the call."""
     rows: Dict[str, List[torch.Tensor]] = {}
     for plan in plans:
-        texts, _ = cached_embeddings(loaded, pipe, plan.call, plan.adapters)
+        texts, _ = cached_embeddings(loaded, pipe, plan.call, plan.adapters, plan.family.prompt_outputs)
         for name, tensor in texts.items():
             rows.setdefault(name, []).append(tensor.repeat(len(plan.seeds), *([1] * (tensor.dim() - 1))))
     texts = {name: torch.cat(parts) for name, parts in rows.items()}
@@ -90,8 +90,11 @@ def _call(pipe: Any, keywords: Dict[str, Any], texts: Dict[str, Any], seeds: Seq
     return decoding.checked_images(pipe, arrays, decoded.get("latents"))
 
 
-def cached_embeddings(loaded: LoadedPipeline, pipe: Any, call: Dict[str, Any], adapters) -> Tuple[Dict[str, Any], bool]:
-    """Pipeline keywords replacing `prompt` / `negative_prompt`, and whether they were cached."""
+def cached_embeddings(loaded: LoadedPipeline, pipe: Any, call: Dict[str, Any], adapters,
+                      outputs: Sequence[str]) -> Tuple[Dict[str, Any], bool]:
+    """Pipeline keywords replacing `prompt` / `negative_prompt`, and whether they were cached.
+    `outputs`: what the family's encode_prompt returns, by keyword (SDXL's two encoders add pooled
+    embeddings; Stable Diffusion 1.5's one has none)."""
     do_cfg = call["guidance_scale"] > 1 and pipe.unet.config.time_cond_proj_dim is None
     lora_scale = (call.get("cross_attention_kwargs") or {}).get("scale")
     # Everything that changes what the text encoders compute: text, CFG, and their LoRA layers (which
@@ -110,8 +113,6 @@ def cached_embeddings(loaded: LoadedPipeline, pipe: Any, call: Dict[str, Any], a
         loaded.prompt_embeddings[key] = pipe.encode_prompt(
             prompt=call["prompt"], device=loaded.device, num_images_per_prompt=1,  # asked once, at load
             do_classifier_free_guidance=do_cfg, negative_prompt=call.get("negative_prompt"), lora_scale=lora_scale)
-    embeds, negative, pooled, negative_pooled = loaded.prompt_embeddings[key]
-    keywords = {"prompt_embeds": embeds, "pooled_prompt_embeds": pooled}
-    if do_cfg:
-        keywords.update(negative_prompt_embeds=negative, negative_pooled_prompt_embeds=negative_pooled)
+    keywords = {name: tensor for name, tensor in zip(outputs, loaded.prompt_embeddings[key])
+                if do_cfg or not name.startswith("negative_")}
     return keywords, hit

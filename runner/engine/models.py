@@ -117,10 +117,11 @@ def load_pipeline(plan: JobPlan) -> Tuple[LoadedPipeline, bool]:
         vae_folder = None if plan.vae is None else local_path(plan.vae)
         swapped = {} if vae_folder is None else {"vae": _load_vae(vae_folder, plan, dtype, configs)}
         if sources.is_single_file(plan.base):
-            pipe = single_file_pipeline(folder, configs, dtype, **swapped)
+            pipe = single_file_pipeline(folder, configs, dtype, **swapped, **plan.family.load_options)
         else:
             pipe = DiffusionPipeline.from_pretrained(folder, dtype=dtype, variant=plan.variant,
-                                                     use_safetensors=_safetensors_only(plan), **swapped)
+                                                     use_safetensors=_safetensors_only(plan), **swapped,
+                                                     **plan.family.load_options)
     options = dict(plan.memory)
     _place(pipe, device, options)
     # Asked once: diffusers finds a pipeline's device by walking every module (ms, per call).
@@ -261,13 +262,7 @@ def load_conditioning_model(plan: JobPlan) -> Tuple[Any, str, bool]:
 def pipeline_for(loaded: LoadedPipeline, plan: JobPlan, extra: Dict[str, Any]) -> Any:
     """The pipeline class the conditioning kind needs, sharing the loaded base's components
     (`from_pipe`), so that switching kinds never reloads the base."""
-    wanted = plan.conditioning.pipeline
-    if loaded.pipe.unet.config.in_channels == 9 and plan.conditioning.kind != "inpaint":
-        raise UserError(
-            f"model.source={plan.base.ref!r} is an inpainting model (9-channel UNet), which only "
-            f"runs with conditioning=inpaint, not conditioning={plan.conditioning.kind}. Use "
-            "conditioning=inpaint, or model=sdxl_base for the other kinds."
-        )
+    wanted = plan.conditioning.pipeline  # the family's class for the kind; the kind checked while planning
     if type(loaded.pipe).__name__ == wanted and not extra:
         return loaded.pipe
     variant = loaded.variants.get(wanted)  # one per kind, rebuilt when its extra model changes

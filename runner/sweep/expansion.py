@@ -352,7 +352,8 @@ def describe(planned: Sequence[PlannedJob], sweep_dir: Path, cost_ordered: bool 
     steps = sum(len(plan.seeds) * plan.call["num_inference_steps"] for plan in good)
     lines = [f"Plan: {_count(len(planned), 'job')}, {_count(images, 'image')}, "
              f"{_count(steps, 'denoising step')}, into {sweep_dir}"]
-    lines += [f"  base {ref}: loaded {n}x" for ref, n in _loads(good, _base_key, state.MAX_PIPELINES)]
+    family = {_base_key(plan)[1]: plan.family.label for plan in good}
+    lines += [f"  base {ref}: loaded {n}x ({family[ref]})" for ref, n in _loads(good, _base_key, state.MAX_PIPELINES)]
     lines += [f"  {ref}: loaded {n}x" for ref, n in _loads(good, _conditioning_key, state.MAX_COMPONENTS)]
     lines += [f"  LoRA {ref}: loaded {n}x" for ref, n in _lora_loads(good)]
     bad = [job for job in planned if job.error]

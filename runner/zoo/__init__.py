@@ -10,6 +10,8 @@ format, so the diffusers code that loads real weights loads these unchanged, off
     <zoo>/controlnet-canny-sdxl/   ControlNetModel folder
     <zoo>/t2i-adapter-canny-sdxl/  T2IAdapter folder (full_adapter_xl)
     <zoo>/clip-vit-large-patch14/  CLIPModel + CLIPProcessor, the metrics' scorer
+    <zoo>/sd15-base/, sd15-inpaint/, controlnet-canny-sd15/, lcm-lora-sdv1-5/, ssd-1b/, lcm-lora-ssd-1b/
+                                   the other bases of the card and their LCM-LoRAs (family_twins)
     <zoo>/images/                  procedurally drawn input images
     <zoo>/single-file/sdxl-base.safetensors   the SDXL twin as one checkpoint, original key layout
 
@@ -34,8 +36,8 @@ import tempfile
 import time
 from pathlib import Path
 
-ZOO_VERSION = "4"  # 2: the fp16-fix VAE and TAESD-XL twins; 3: a CLIP scorer; 4: weights exact in
-# float16, ten layers in the second text encoder, the single-file SDXL twin
+ZOO_VERSION = "5"  # 2: the fp16-fix VAE and TAESD-XL twins; 3: a CLIP scorer; 4: weights exact in
+# float16, ten layers in the second text encoder, the single-file SDXL twin; 5: SD 1.5 and SSD-1B
 # One 4-step LCM text-to-image job (1 image, VAE decode included) takes about 0.4-0.6 s at this
 # size on a 2-core CPU. Any size the XL T2I-Adapter takes must be a multiple of 16 (it
 # pixel-unshuffles by 16); SDXL pipelines alone need multiples of 8.
@@ -72,6 +74,7 @@ def build_zoo(dest: Path) -> None:
     """Build every zoo entry into `dest`, then write the manifest that marks it complete."""
     import torch
 
+    from runner.zoo.family_twins import build_family_twins
     from runner.zoo.images import draw_images
     from runner.zoo.twins import (build_base_components, build_clip, build_controlnet, build_inpaint_pipeline,
                                   build_lcm_lora, build_papercut_lora, build_t2i_adapter, tiny_autoencoder, tiny_vae)
@@ -89,6 +92,7 @@ def build_zoo(dest: Path) -> None:
         tiny_vae(seed=8, force_upcast=False).save_pretrained(dest / "sdxl-vae-fp16-fix")
         tiny_autoencoder().save_pretrained(dest / "taesdxl")
         build_clip(dest / "clip-vit-large-patch14")
+        build_family_twins(dest)
     draw_images(dest / "images")
     _add_model_formats(dest)
     _write_manifest(dest)

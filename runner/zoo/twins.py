@@ -261,20 +261,21 @@ def _lora_pair(module, rank: int, generator, up_std: float):
     return down.contiguous(), up.contiguous()
 
 
-def build_lcm_lora(folder: Path, unet) -> None:
-    """The LCM-LoRA twin, written by diffusers itself in the diffusers/peft key format."""
+def build_lcm_lora(folder: Path, unet, seed: int = 6, pipeline: str = "StableDiffusionXLPipeline") -> None:
+    """The LCM-LoRA twin of `unet` (SDXL's by default; `pipeline`: the family's pipeline class, whose
+    save_lora_weights writes the file), written by diffusers itself in the diffusers/peft key format."""
+    import diffusers
     import torch
-    from diffusers import StableDiffusionXLPipeline
 
     # latent-consistency/lcm-lora-sdxl adapts the transformer blocks and the ResNet layers.
     targets = _lora_targets(unet, (*TRANSFORMER_LINEARS, "conv1", "conv2", "time_emb_proj"))
-    generator = torch.Generator().manual_seed(6)
+    generator = torch.Generator().manual_seed(seed)
     layers = {}
     for name, module in targets.items():
         down, up = _lora_pair(module, rank=8, generator=generator, up_std=LCM_UP_STD)
         layers[f"{name}.lora_A.weight"] = down
         layers[f"{name}.lora_B.weight"] = up
-    StableDiffusionXLPipeline.save_lora_weights(folder, unet_lora_layers=layers)
+    getattr(diffusers, pipeline).save_lora_weights(folder, unet_lora_layers=layers)
 
 
 def build_papercut_lora(folder: Path, unet) -> None:
