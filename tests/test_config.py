@@ -14,7 +14,12 @@ GROUPS = ["model", "scheduler", "lora", "conditioning", "device", "paths", "zoo"
 # What an option needs beside itself to plan a job: a prompt set's file and row, a metric's workflow.
 NEEDS = {("prompts", "file"): [f"prompts.path={prompt_sets.BUILTIN}", "prompt=people-1"],
          ("prompts", "builtin"): ["prompt=people-1"],
-         ("metrics", "edge_f1"): ["experiment=controlnet_canny"], ("metrics", "masked_psnr"): ["experiment=inpaint"]}
+         ("metrics", "edge_f1"): ["experiment=controlnet_canny"], ("metrics", "masked_psnr"): ["experiment=inpaint"],
+         # a base and its LoRAs and ControlNets come in families (the LCM-LoRA default is SDXL's)
+         ("model", "sdxl_inpaint"): ["conditioning=inpaint"],  # an inpainting base takes nothing else
+         ("model", "sd15"): ["lora=lcm_sd15"], ("model", "sd15_inpaint"): ["lora=lcm_sd15", "conditioning=inpaint"],
+         ("model", "ssd_1b"): ["lora=lcm_ssd1b"], ("lora", "lcm_sd15"): ["model=sd15"],
+         ("lora", "lcm_ssd1b"): ["model=ssd_1b"], ("conditioning", "controlnet_canny_sd15"): ["model=sd15", "lora=lcm_sd15"]}
 
 
 def options(group):
@@ -45,15 +50,15 @@ def test_defaults_are_the_cards_text_to_image_example():
     assert cfg.fuse_lora is True
     assert cfg.sampling.steps == 4 and cfg.sampling.guidance_scale == 0
     assert cfg.sampling.prompt == "Self-portrait oil painting, a beautiful cyborg with golden hair, 8k"
-    assert (cfg.sampling.height, cfg.sampling.width) == (1024, 1024)
+    assert (cfg.sampling.height, cfg.sampling.width) == (None, None)  # the base's own size (1024 for SDXL)
 
 
 def test_tiny_zoo_maps_every_hub_reference_and_shrinks_the_size(tiny_zoo):
     from runner import zoo
 
     cfg = make_config("zoo=tiny", "lora=lcm_papercut")
-    assert (cfg.sampling.height, cfg.sampling.width) == (zoo.TINY_HEIGHT, zoo.TINY_WIDTH)
     plan = plan_job(cfg)
+    assert (plan.call["height"], plan.call["width"]) == (zoo.TINY_HEIGHT, zoo.TINY_WIDTH)  # the twin's own size
     assert Path(plan.base.path) == tiny_zoo / "sdxl-base"
     files = {a.name: Path(a.source.file) for a in plan.adapters}
     assert files == {"lcm": tiny_zoo / "lcm-lora-sdxl" / "pytorch_lora_weights.safetensors",

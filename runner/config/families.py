@@ -171,12 +171,17 @@ def check_lora_family(key: str, path: Path, names: Iterable[str], base: BaseMode
     family = base.family
     if found in (None, family.name):
         return
-    what = "a transformer model (SD3, Flux...)" if found == "transformer" else FAMILIES[found].label
+    what = _LORA_LABELS.get(found) or FAMILIES[found].label
     raise UserError(
-        f"{key}: {path} is a LoRA for {what}, but model.source={base_ref!r} is of the {family.label} family: "
-        f"the LoRA's layers are not the layers of that UNet. Use a LoRA trained for {family.label} "
-        f"(its LCM-LoRA: lora={family.lcm_lora}), or a base of the {what} family."
+        f"{key}: {path} is a LoRA for {what}, not for {family.label}, the family of model.source={base_ref!r} "
+        f"(read from its files): the LoRA's layers are not the layers of that UNet. Use a LoRA trained for "
+        f"{family.label} (its LCM-LoRA: lora={family.lcm_lora}), or a base of the LoRA's family."
     )
+
+
+# What a LoRA's layer names can tell: SD 1.x and 2.x share their layout.
+_LORA_LABELS = {"transformer": "a transformer model (SD3, Flux...)",
+                SD15.name: "Stable Diffusion 1.x/2.x (such as Stable Diffusion 1.5)"}
 
 
 # --- conditioning kinds and models ---------------------------------------------------------------------------
