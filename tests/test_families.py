@@ -58,6 +58,9 @@ def test_each_lcm_lora_twin_is_recognised_as_its_familys(tiny_zoo):
     found = {folder: lora_family(safetensors_keys("k", tiny_zoo / folder / "pytorch_lora_weights.safetensors"))
              for folder in ("lcm-lora-sdxl", "lcm-lora-ssd-1b", "lcm-lora-sdv1-5")}
     assert found == {"lcm-lora-sdxl": "sdxl", "lcm-lora-ssd-1b": "ssd_1b", "lcm-lora-sdv1-5": "sd15"}
+    for folder in ("lcm-lora-ssd-1b", "lcm-lora-sdv1-5"):  # the diffusers/peft key format, as the real files
+        keys = safetensors_keys("k", tiny_zoo / folder / "pytorch_lora_weights.safetensors")
+        assert all(k.startswith("unet.") and k.endswith((".lora_A.weight", ".lora_B.weight")) for k in keys)
     assert lora_family(safetensors_keys("k", tiny_zoo / "papercut" / "papercut.safetensors")) == "sdxl"  # kohya keys
 
 
