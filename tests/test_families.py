@@ -185,3 +185,13 @@ def test_a_sweep_over_the_three_bases_loads_each_once(tiny_zoo, tmp_path, fresh_
         ("stabilityai/stable-diffusion-xl-base-1.0", "StableDiffusionXLPipeline"),
         ("stable-diffusion-v1-5/stable-diffusion-v1-5", "StableDiffusionPipeline"),
         ("segmind/SSD-1B", "StableDiffusionXLPipeline")}
+
+
+def test_a_base_of_no_known_family_is_named_before_any_load(tmp_path):
+    folder = tmp_path / "flux"
+    (folder / "transformer").mkdir(parents=True)
+    (folder / "model_index.json").write_text(json.dumps({"_class_name": "FluxPipeline"}))
+    with pytest.raises(UserError) as error:
+        plan_job(make_config(f"model.source={folder}"))
+    assert f"model.source='{folder}' is a FluxPipeline" in str(error.value)
+    assert "SDXL, SSD-1B, Stable Diffusion 1.5" in str(error.value)

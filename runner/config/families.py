@@ -38,6 +38,7 @@ class Family:
     text_encoders: int
     shape: str  # "xl" or "sd": which LoRAs, ControlNets and T2I-Adapters have the layers this UNet has
     lcm_lora: str  # the lora option of its LCM-LoRA, for messages
+    size: int  # its trained size, where a UNet config gives none
     load_options: Mapping[str, object] = field(default_factory=dict)  # from_pretrained keywords
 
     @property
@@ -45,13 +46,13 @@ class Family:
         return "pooled_prompt_embeds" in self.prompt_outputs
 
 
-SDXL = Family("sdxl", "SDXL", _SDXL_PIPELINES, _POOLED, 2, "xl", "lcm")
-SSD_1B = Family("ssd_1b", "SSD-1B", _SDXL_PIPELINES, _POOLED, 2, "xl", "lcm_ssd1b")  # a distilled SDXL: its classes
+SDXL = Family("sdxl", "SDXL", _SDXL_PIPELINES, _POOLED, 2, "xl", "lcm", 1024)
+SSD_1B = Family("ssd_1b", "SSD-1B", _SDXL_PIPELINES, _POOLED, 2, "xl", "lcm_ssd1b", 1024)  # a distilled SDXL: its classes
 SD15 = Family(
     "sd15", "Stable Diffusion 1.5",
     {"none": "StableDiffusionPipeline", "inpaint": "StableDiffusionInpaintPipeline",
      "controlnet_canny": "StableDiffusionControlNetPipeline"},
-    ("prompt_embeds", "negative_prompt_embeds"), 1, "sd", "lcm_sd15",
+    ("prompt_embeds", "negative_prompt_embeds"), 1, "sd", "lcm_sd15", 512,
     # The runner's own guard catches NaN and black images; the checker would black out images it flags
     # (a random tiny twin's, or a real one's, as the card's code does not load it either).
     load_options={"safety_checker": None, "requires_safety_checker": False},
@@ -95,7 +96,9 @@ def _read_base(key: str, ref: str, folder: str) -> BaseModel:
             f"does not run: it runs {', '.join(f.label for f in FAMILIES.values())} bases. Choose "
             "model=sdxl_base|sdxl_inpaint|ssd_1b|sd15|sd15_inpaint, or a folder of one of those families."
         )
-    size = int(unet.get("sample_size") or 0) * vae_scale
+    sample = unet.get("sample_size")
+    sample = sample[0] if isinstance(sample, (list, tuple)) and sample else sample
+    size = int(sample) * vae_scale if isinstance(sample, int) and sample > 0 else family.size  # no size: the family's
     return BaseModel(family, int(unet.get("in_channels", 4)) == 9, size)
 
 
