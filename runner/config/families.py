@@ -78,28 +78,34 @@ def read_base(source: Source) -> BaseModel:
 @functools.lru_cache(maxsize=64)
 def _read_base(key: str, ref: str, folder: str) -> BaseModel:
     index = _json(key, ref, Path(folder) / "model_index.json")
+    pipeline = str(index.get("_class_name", ""))
+    if "unet" not in index:  # a transformer model (SD3, Flux...) or another kind of pipeline
+        raise _unknown(key, ref, pipeline)
     unet = _json(key, ref, Path(folder) / "unet" / "config.json")
     try:
         vae = json.loads((Path(folder) / "vae" / "config.json").read_text())
         vae_scale = 2 ** (len(vae["block_out_channels"]) - 1)
     except (OSError, ValueError, KeyError, TypeError):
         vae_scale = 8  # diffusers' fallback
-    pipeline = str(index.get("_class_name", ""))
     if unet.get("addition_embed_type") == "text_time" and "text_encoder_2" in index:
         # SSD-1B is SDXL with its mid block cut to one ResNet (no attention), which diffusers calls UNetMidBlock2D
         family = SSD_1B if unet.get("mid_block_type") == "UNetMidBlock2D" else SDXL
     elif pipeline.startswith("StableDiffusion") and "XL" not in pipeline and "text_encoder_2" not in index:
         family = SD15
     else:
-        raise UserError(
-            f"{key}={ref!r} is a {pipeline or 'pipeline of unknown class'} (its model_index.json), which lcm-runner "
-            f"does not run: it runs {', '.join(f.label for f in FAMILIES.values())} bases. Choose "
-            "model=sdxl_base|sdxl_inpaint|ssd_1b|sd15|sd15_inpaint, or a folder of one of those families."
-        )
+        raise _unknown(key, ref, pipeline)
     sample = unet.get("sample_size")
     sample = sample[0] if isinstance(sample, (list, tuple)) and sample else sample
     size = int(sample) * vae_scale if isinstance(sample, int) and sample > 0 else family.size  # no size: the family's
     return BaseModel(family, int(unet.get("in_channels", 4)) == 9, size)
+
+
+def _unknown(key: str, ref: str, pipeline: str) -> UserError:
+    return UserError(
+        f"{key}={ref!r} is a {pipeline or 'pipeline of unknown class'} (its model_index.json), which lcm-runner "
+        f"does not run: it runs {', '.join(f.label for f in FAMILIES.values())} bases. Choose "
+        "model=sdxl_base|sdxl_inpaint|ssd_1b|sd15|sd15_inpaint, or a folder of one of those families."
+    )
 
 
 def _config_folder(source: Source) -> str:
