@@ -93,6 +93,7 @@ def test_experiment_pixels_equal_diffusers_by_hand(experiment, by_hand, size, pi
     assert (a1111["Size-1"], a1111["Model"], a1111["Steps"], a1111["CFG scale"]) == (str(size), model, "4", "0.0")
 
 
+@pytest.mark.slow
 def test_sd15_inpainting_and_controlnet_equal_diffusers_by_hand(tiny_zoo, tmp_path):
     record = run(make_config("model=sd15_inpaint", "lora=lcm_sd15", "conditioning=inpaint", *SMALL), tmp_path / "inpaint")
     assert (record["pipeline"], record["family"]) == ("StableDiffusionInpaintPipeline", "sd15")
