@@ -160,6 +160,7 @@ def _new_record(cfg: DictConfig, job_dir: Path, plan: JobPlan, overrides: List[s
         "adapters": [],
         "fused": plan.fuse_lora,
         "call": dict(plan.call),
+        "size": list(plan.size),  # (width, height) of the images; img2img's call has none
         "inputs": {},
         "images": [],
         "device": None,
@@ -205,7 +206,7 @@ def _execute(plan: JobPlan, job_dir: Path, record: Dict[str, Any]) -> Tuple[List
         record["compile"] = {**loaded.compile, "compiled_in_this_job": compiled_now}
     pipe.scheduler = schedulers.scheduler_for(loaded, plan.scheduler)
     record["scheduler"] = schedulers.describe(pipe.scheduler)
-    images_in, fed = conditioning.prepare_inputs(plan.conditioning, plan.call["width"], plan.call["height"])
+    images_in, fed = conditioning.prepare_inputs(plan.conditioning, *plan.size)
     if not _settings(record).thumbnails_only:  # outputs.keep=thumbnails keeps what the report shows only
         record["inputs"] = conditioning.save_inputs(job_dir, fed)
     timings["prepare"] = _since(t)

@@ -178,7 +178,8 @@ def test_layout(zoo_path):
         assert (zoo_path / folder / "unet" / "diffusion_pytorch_model.safetensors").is_file()
     assert (zoo_path / "lcm-lora-sdxl" / "pytorch_lora_weights.safetensors").is_file()
     assert (zoo_path / "papercut" / "papercut.safetensors").is_file()
-    for name in ("inpaint.png", "inpaint_mask.png", "vermeer.png", "canny_source.png"):
+    assert (zoo_path / "tcd-lora-sdxl" / "pytorch_lora_weights.safetensors").is_file()
+    for name in ("inpaint.png", "inpaint_mask.png", "vermeer.png", "canny_source.png", "img2img-init.png"):
         image = Image.open(zoo_path / "images" / name)
         assert image.size == (512, 512)
         assert image.mode in ("RGB", "L")
@@ -251,6 +252,7 @@ def test_prompt_changes_image(base_pipe, base_image):
 LORAS = {
     "lcm": ("lcm-lora-sdxl", "pytorch_lora_weights.safetensors"),
     "papercut": ("papercut", "papercut.safetensors"),
+    "tcd": ("tcd-lora-sdxl", "pytorch_lora_weights.safetensors"),
 }
 
 

@@ -35,6 +35,13 @@ class _Inpaint:
 
 
 @dataclass
+class _Img2Img:
+    kind: str = "img2img"
+    image: str = MISSING
+    strength: float = 0.6  # how much of the image is redrawn: int(steps x strength) steps run
+
+
+@dataclass
 class _ConditioningModel:
     source: str = MISSING
     variant: Optional[str] = None
@@ -69,11 +76,10 @@ class _T2IAdapterCanny(_Canny):
 SCHEMAS = {
     "none": _NoConditioning,
     "inpaint": _Inpaint,
+    "img2img": _Img2Img,
     "controlnet_canny": _ControlNetCanny,
     "t2i_adapter_canny": _T2IAdapterCanny,
 }
-# The diffusers pipeline each kind runs is the base family's (runner.config.families); the name of
-# each kind's extra model in run.json:
 MODEL_COMPONENTS = {"controlnet_canny": "controlnet", "t2i_adapter_canny": "adapter"}
 
 
@@ -100,7 +106,7 @@ def plan_conditioning(node: DictConfig, twins: Mapping[str, str], allow_pickle: 
     kind = node.get("kind")
     if kind not in SCHEMAS:
         raise UserError(f"conditioning.kind={kind!r} is not one of {', '.join(SCHEMAS)}; "
-                        "choose conditioning=none|inpaint|controlnet_canny|t2i_adapter_canny.")
+                        "choose conditioning=none|inpaint|img2img|controlnet_canny|t2i_adapter_canny.")
     cond = _typed(node, SCHEMAS[kind])
     problems = list(_problems(kind, cond))
     if problems:
@@ -113,7 +119,7 @@ def plan_conditioning(node: DictConfig, twins: Mapping[str, str], allow_pickle: 
         return ConditioningPlan(kind, pipeline)
     roles = ("image", "mask_image") if kind == "inpaint" else ("image",)
     images = tuple((role, resolve_image(f"conditioning.{role}", cond[role], twins)) for role in roles)
-    if kind == "inpaint":
+    if kind in ("inpaint", "img2img"):
         return ConditioningPlan(kind, pipeline, images=images, call=(("strength", cond.strength),))
     key = "conditioning.model.source"  # a bare name: a ControlNet / T2I-Adapter in the models folder
     model = sources.resolve_folder(key, models_root.resolve_name(names, key, cond.model.source), twins)

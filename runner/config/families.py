@@ -22,6 +22,7 @@ from runner.errors import UserError
 _SDXL_PIPELINES = {
     "none": "StableDiffusionXLPipeline",
     "inpaint": "StableDiffusionXLInpaintPipeline",
+    "img2img": "StableDiffusionXLImg2ImgPipeline",
     "controlnet_canny": "StableDiffusionXLControlNetPipeline",
     "t2i_adapter_canny": "StableDiffusionXLAdapterPipeline",
 }
@@ -51,7 +52,7 @@ SSD_1B = Family("ssd_1b", "SSD-1B", _SDXL_PIPELINES, _POOLED, 2, "xl", "lcm_ssd1
 SD15 = Family(
     "sd15", "Stable Diffusion 1.5",
     {"none": "StableDiffusionPipeline", "inpaint": "StableDiffusionInpaintPipeline",
-     "controlnet_canny": "StableDiffusionControlNetPipeline"},
+     "img2img": "StableDiffusionImg2ImgPipeline", "controlnet_canny": "StableDiffusionControlNetPipeline"},
     ("prompt_embeds", "negative_prompt_embeds"), 1, "sd", "lcm_sd15", 512,
     # The runner's own guard catches NaN and black images; the checker would black out images it flags
     # (a random tiny twin's, or a real one's, as the card's code does not load it either).

@@ -10,7 +10,7 @@ from typing import Any, Dict, Optional, Tuple
 
 from pathlib import Path
 
-from runner.config import families, file_checks, models_root, sources
+from runner.config import families, file_checks, knobs, models_root, sources
 from runner.config.conditioning import ConditioningPlan, plan_conditioning
 from runner.config.metrics import MetricPlan, plan_metrics
 from runner.config.plain import Plain, as_plain, to_builtin
@@ -47,10 +47,12 @@ class JobPlan:
     conditioning: ConditioningPlan
     call: Dict[str, Any]  # pipeline keywords by diffusers' names, without images or generators
     seeds: Tuple[int, ...]
+    size: Tuple[int, int]  # (width, height) of the images: img2img's call has no height/width, its image has this size
     prompt_row: Optional[PromptRow] = None  # the prompt set's row this job draws (prompts=file|builtin)
     metrics: Tuple[MetricPlan, ...] = ()  # the scores each image gets
     config: Optional[Source] = None  # where a single-file base (or VAE) reads its configs (model.config)
     family: families.Family = families.SDXL  # the base's, read from its files (runner.config.families)
+    prompt_syntax: str = "plain"  # how the prompts are read: plain (diffusers) | compel (runner.engine.prompts)
 
     @property
     def components(self) -> Dict[str, Source]:
@@ -84,17 +86,18 @@ def plan_job(cfg: Any) -> JobPlan:
                      for name, entry in cfg.lora.items())
     conditioning = plan_conditioning(cfg.conditioning, twins, cfg.allow_pickle, names, model, cfg.model.source)
     s = cfg.sampling
+    _check_one_encoder(s, model, cfg.model.source)
     call: Dict[str, Any] = {"prompt": s.prompt}
     if s.negative_prompt is not None:
         call["negative_prompt"] = s.negative_prompt
-    call.update(
-        num_inference_steps=s.steps,
-        guidance_scale=float(s.guidance_scale),
-        height=model.default_size if s.height is None else s.height,  # null: the base's own size
-        width=model.default_size if s.width is None else s.width,
-        num_images_per_prompt=s.num_images,
-    )
+    height = model.default_size if s.height is None else s.height  # null: the base's own size
+    width = model.default_size if s.width is None else s.width
+    call.update(num_inference_steps=s.steps, guidance_scale=float(s.guidance_scale))
+    if conditioning.kind != "img2img":  # its pipeline takes the size of its image
+        call.update(height=height, width=width)
+    call["num_images_per_prompt"] = s.num_images
     call.update(conditioning.call)
+    call.update(knobs.call_keywords(s))
     if cfg.lora_scale is not None:
         call["cross_attention_kwargs"] = {"scale": float(cfg.lora_scale)}
     return JobPlan(
@@ -112,10 +115,26 @@ def plan_job(cfg: Any) -> JobPlan:
         conditioning=conditioning,
         call=call,
         seeds=tuple(s.seed + i for i in range(s.num_images)),
+        size=(width, height),
         prompt_row=row_of_config(cfg) if cfg.prompts.kind != "none" else None,
         metrics=plan_metrics(cfg.metrics, conditioning.kind, twins),
         family=model.family,
+        prompt_syntax=s.prompt_syntax,
     )
+
+
+def _check_one_encoder(s: Plain, model: families.BaseModel, ref: str) -> None:
+    """A base with one text encoder (Stable Diffusion 1.5) has no second prompt, and compel's SDXL
+    encoding does not apply to it."""
+    if model.family.text_encoders > 1:
+        return
+    for key in ("prompt_2", "negative_prompt_2"):
+        if s.get(key) is not None:
+            raise UserError(f"sampling.{key} is set, but {model.family.label} (model.source={ref!r}) has one text "
+                            f"encoder, so there is no second prompt: drop sampling.{key}.")
+    if s.prompt_syntax == "compel":
+        raise UserError(f"sampling.prompt_syntax=compel encodes for SDXL's two text encoders; {model.family.label} "
+                        f"(model.source={ref!r}) has one. Use sampling.prompt_syntax=plain with this base.")
 
 
 def _plan_base(cfg: Plain, twins, names) -> Tuple[Source, Optional[Source]]:

@@ -15,6 +15,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import InterpolationResolutionError
 
+from runner.config import knobs
 from runner.config.plain import Plain, as_plain, to_builtin
 from runner.errors import UserError
 
@@ -51,6 +52,13 @@ class SamplingConfig:
     # SSD-1B, 512 for Stable Diffusion 1.5, the tiny twins' a quarter of that
     height: Optional[int] = None
     width: Optional[int] = None
+    # The knobs below are passed by diffusers' own names only when set (null: the pipeline's default).
+    prompt_2: Optional[str] = None  # SDXL's second text encoder (OpenCLIP bigG); null: `prompt`
+    negative_prompt_2: Optional[str] = None
+    eta: Optional[float] = None  # TCD's gamma / DDIM's eta: only for schedulers whose step takes it
+    clip_skip: Optional[int] = None  # CLIP layers skipped, diffusers' count (A1111's "Clip skip" is one more for SD 1.5, two more for SDXL)
+    guidance_rescale: Optional[float] = None  # rescales CFG's output (0 to 1); acts only with guidance_scale > 1
+    prompt_syntax: str = "plain"  # plain: as written, cut at 77 tokens | compel: weights and long prompts
 
 
 @dataclass
@@ -207,7 +215,7 @@ def _check_keys(cfg: DictConfig) -> None:
                         "Check its spelling against `lcm-run --cfg job`, or remove it.")
 
 
-PROMPT_FIELDS = ("prompt", "negative_prompt")  # the sampling keys that template variables fill in
+PROMPT_FIELDS = ("prompt", "negative_prompt", "prompt_2", "negative_prompt_2")  # the sampling keys that template variables fill in
 _RAISED_BY_US = f"{UserError.__name__} raised while resolving interpolation: "
 _VARIABLE = re.compile(r"\$\{vars\.([^}:]+)\}")
 
@@ -311,6 +319,7 @@ def _problems(cfg: DictConfig) -> Iterator[str]:
     if cfg.on_invalid not in ("fail", "skip"):
         yield f"on_invalid={cfg.on_invalid!r} is not one of fail, skip"
     yield from _scheduler_problems(cfg.scheduler)
+    yield from knobs.problems(cfg)
     for name, entry in cfg.lora.items():
         if not str(entry.source).strip():
             yield f"lora.{name}.source is empty; give a hub id, a folder or a .safetensors file"

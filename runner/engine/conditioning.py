@@ -32,7 +32,7 @@ def prepare_inputs(plan: ConditioningPlan, width: int, height: int) -> Tuple[Dic
 
 def _prepare(plan: ConditioningPlan, width: int, height: int) -> Tuple[Dict[str, Any], Dict[str, Any]]:
     loaded = {role: _load_image(ref) for role, ref in plan.images}
-    if plan.kind == "inpaint":
+    if plan.kind in ("inpaint", "img2img"):
         fed = {role: image.resize((width, height)) for role, image in loaded.items()}
         return dict(fed), fed
     detect = plan.detect_resolution

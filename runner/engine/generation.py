@@ -15,14 +15,14 @@ import numpy as np
 import torch
 
 from runner.config.job_plan import JobPlan
-from runner.engine import decoding
+from runner.engine import decoding, prompts
 from runner.engine.lora import text_encoder_adapters
 from runner.engine.state import LoadedPipeline
 from runner.sweep import batching
 from runner.sweep.handoff import HANDOFF
 
 log = logging.getLogger("lcm-run")
-_TEXT = ("prompt", "negative_prompt")
+_TEXT = prompts.ENCODING_KEYS
 MAX_KEPT = 64  # distinct prompts kept per loaded pipeline
 
 
@@ -43,7 +43,7 @@ def generate(loaded: LoadedPipeline, pipe: Any, plan: JobPlan, record: Dict[str,
         except torch.OutOfMemoryError:
             log.warning("a batch of %d jobs ran out of memory: generating them one by one", len(members))
             torch.cuda.empty_cache()
-    texts, hit = cached_embeddings(loaded, pipe, plan.call, plan.adapters, plan.family.prompt_outputs)
+    texts, hit = cached_embeddings(loaded, pipe, plan)
     keywords = {k: v for k, v in plan.call.items() if k not in _TEXT}
     arrays, record["guards"] = _call(pipe, keywords, texts, plan.seeds, images_in)
     record["prompt_embeddings"] = "cached" if hit else "encoded"
@@ -56,7 +56,7 @@ def _batched(loaded: LoadedPipeline, pipe: Any, plans: Sequence[JobPlan], identi
     record lists the members (seed and prompts, in the call's order): lcm-reproduce remakes the call."""
     rows: Dict[str, List[torch.Tensor]] = {}
     for plan in plans:
-        texts, _ = cached_embeddings(loaded, pipe, plan.call, plan.adapters, plan.family.prompt_outputs)
+        texts, _ = cached_embeddings(loaded, pipe, plan)
         for name, tensor in texts.items():
             rows.setdefault(name, []).append(tensor.repeat(len(plan.seeds), *([1] * (tensor.dim() - 1))))
     texts = {name: torch.cat(parts) for name, parts in rows.items()}
@@ -90,11 +90,9 @@ def _call(pipe: Any, keywords: Dict[str, Any], texts: Dict[str, Any], seeds: Seq
     return decoding.checked_images(pipe, arrays, decoded.get("latents"))
 
 
-def cached_embeddings(loaded: LoadedPipeline, pipe: Any, call: Dict[str, Any], adapters,
-                      outputs: Sequence[str]) -> Tuple[Dict[str, Any], bool]:
-    """Pipeline keywords replacing `prompt` / `negative_prompt`, and whether they were cached.
-    `outputs`: what the family's encode_prompt returns, by keyword (SDXL's two encoders add pooled
-    embeddings; Stable Diffusion 1.5's one has none)."""
+def cached_embeddings(loaded: LoadedPipeline, pipe: Any, plan: JobPlan) -> Tuple[Dict[str, Any], bool]:
+    """Pipeline keywords replacing the prompts (runner.engine.prompts), and whether they were cached."""
+    call, adapters = plan.call, plan.adapters
     do_cfg = call["guidance_scale"] > 1 and pipe.unet.config.time_cond_proj_dim is None
     lora_scale = (call.get("cross_attention_kwargs") or {}).get("scale")
     # Everything that changes what the text encoders compute: text, CFG, and their LoRA layers (which
@@ -105,14 +103,14 @@ def cached_embeddings(loaded: LoadedPipeline, pipe: Any, call: Dict[str, Any], a
     if text_encoder_adapters(pipe) & {a.name for a in adapters}:
         files = tuple((a.name, loaded.adapter_files.get(a.name), a.weight) for a in adapters)
         lora_state = (lora_scale, loaded.fused, loaded.lora_enabled, files)
-    key = (call["prompt"], call.get("negative_prompt"), do_cfg, lora_state)
+    key = (tuple(call.get(name) for name in _TEXT), plan.prompt_syntax, do_cfg, lora_state)
     hit = key in loaded.prompt_embeddings
     if not hit:
         if len(loaded.prompt_embeddings) >= MAX_KEPT:
             loaded.prompt_embeddings.pop(next(iter(loaded.prompt_embeddings)))
-        loaded.prompt_embeddings[key] = pipe.encode_prompt(
-            prompt=call["prompt"], device=loaded.device, num_images_per_prompt=1,  # asked once, at load
-            do_classifier_free_guidance=do_cfg, negative_prompt=call.get("negative_prompt"), lora_scale=lora_scale)
-    keywords = {name: tensor for name, tensor in zip(outputs, loaded.prompt_embeddings[key])
+        loaded.prompt_embeddings[key] = prompts.encode(pipe, call, plan.prompt_syntax, do_cfg, lora_scale, loaded.device,
+                                                       pooled=plan.family.pooled)
+    # by the family's encode_prompt outputs (SDXL's two encoders add pooled embeddings; SD 1.5's one none)
+    keywords = {name: tensor for name, tensor in zip(plan.family.prompt_outputs, loaded.prompt_embeddings[key])
                 if do_cfg or not name.startswith("negative_")}
     return keywords, hit

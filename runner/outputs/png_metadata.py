@@ -45,7 +45,7 @@ def parameters_text(record: Dict[str, Any], image: Dict[str, Any]) -> str:
         ("Sampler", SAMPLER_NAMES.get(scheduler, scheduler)),
         ("CFG scale", call["guidance_scale"]),
         ("Seed", image["seed"]),
-        ("Size", f"{call['width']}x{call['height']}"),
+        ("Size", "{}x{}".format(*record.get("size") or (call["width"], call["height"]))),  # img2img: no size in call
     ]
     hashes = record.get("hashes") or {}  # runner.outputs.model_hashes: A1111's, where a file was loaded
     if "model" in hashes:
@@ -60,12 +60,23 @@ def parameters_text(record: Dict[str, Any], image: Dict[str, Any]) -> str:
         fields.append(("Lora hashes", ", ".join(f"{name}: {h}" for name, h in hashes["lora"].items())))
     if "strength" in call:
         fields.append(("Denoising strength", call["strength"]))
+    if call.get("clip_skip") is not None:
+        fields.append(("Clip skip", a1111_clip_skip(call["clip_skip"], record.get("pipeline") or "")))
+    if call.get("eta") is not None:
+        fields.append(("Eta", call["eta"]))
     for key in ("controlnet_conditioning_scale", "adapter_conditioning_scale"):
         if key in call:
             fields.append((key.replace("_", " ").capitalize(), call[key]))
     fields.append(("Version", f"lcm-runner {record.get('versions', {}).get('lcm-runner', '')}".strip()))
     lines.append(", ".join(f"{key}: {_quoted(value)}" for key, value in fields))
     return "\n".join(lines)
+
+
+def a1111_clip_skip(clip_skip: int, pipeline: str) -> int:
+    """A1111 counts CLIP layers from the end, 1 being the last: diffusers' clip_skip=1 reads the
+    penultimate (A1111's 2) on SD 1.5, and one below the penultimate (3) on SDXL, whose default is
+    the penultimate (A1111's 2 with its "sdxl_clip_l_skip" option)."""
+    return clip_skip + (2 if "XL" in pipeline else 1)
 
 
 def record_text(record: Dict[str, Any], image: Dict[str, Any]) -> str:

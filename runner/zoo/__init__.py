@@ -7,6 +7,7 @@ format, so the diffusers code that loads real weights loads these unchanged, off
     <zoo>/sdxl-inpaint/            StableDiffusionXLInpaintPipeline folder (9-channel UNet)
     <zoo>/lcm-lora-sdxl/           LCM-LoRA twin, diffusers/peft keys
     <zoo>/papercut/                style LoRA twin, kohya keys
+    <zoo>/tcd-lora-sdxl/           TCD-SDXL LoRA twin, diffusers/peft keys
     <zoo>/controlnet-canny-sdxl/   ControlNetModel folder
     <zoo>/t2i-adapter-canny-sdxl/  T2IAdapter folder (full_adapter_xl)
     <zoo>/clip-vit-large-patch14/  CLIPModel + CLIPProcessor, the metrics' scorer
@@ -37,7 +38,8 @@ import time
 from pathlib import Path
 
 ZOO_VERSION = "5"  # 2: the fp16-fix VAE and TAESD-XL twins; 3: a CLIP scorer; 4: weights exact in
-# float16, ten layers in the second text encoder, the single-file SDXL twin; 5: SD 1.5 and SSD-1B
+# float16, ten layers in the second text encoder, the single-file SDXL twin; 5: SD 1.5 and SSD-1B, a
+# TCD LoRA, an img2img image
 # One 4-step LCM text-to-image job (1 image, VAE decode included) takes about 0.4-0.6 s at this
 # size on a 2-core CPU. Any size the XL T2I-Adapter takes must be a multiple of 16 (it
 # pixel-unshuffles by 16); SDXL pipelines alone need multiples of 8.
@@ -77,7 +79,7 @@ def build_zoo(dest: Path) -> None:
     from runner.zoo.family_twins import build_family_twins
     from runner.zoo.images import draw_images
     from runner.zoo.twins import (build_base_components, build_clip, build_controlnet, build_inpaint_pipeline,
-                                  build_lcm_lora, build_papercut_lora, build_t2i_adapter, tiny_autoencoder, tiny_vae)
+                                  build_lcm_lora, build_papercut_lora, build_t2i_adapter, build_tcd_lora, tiny_autoencoder, tiny_vae)
 
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
@@ -87,6 +89,7 @@ def build_zoo(dest: Path) -> None:
         build_inpaint_pipeline(dest / "sdxl-inpaint", base)
         build_lcm_lora(dest / "lcm-lora-sdxl", base["unet"])
         build_papercut_lora(dest / "papercut", base["unet"])
+        build_tcd_lora(dest / "tcd-lora-sdxl", base["unet"])
         build_controlnet(dest / "controlnet-canny-sdxl", base["unet"])
         build_t2i_adapter(dest / "t2i-adapter-canny-sdxl")
         tiny_vae(seed=8, force_upcast=False).save_pretrained(dest / "sdxl-vae-fp16-fix")

@@ -35,6 +35,7 @@ REPOS: Tuple[Repo, ...] = (
     Repo("diffusers/stable-diffusion-xl-1.0-inpainting-0.1", "sdxl-inpaint", fp16=True),
     Repo("latent-consistency/lcm-lora-sdxl", "lcm-lora-sdxl"),
     Repo("TheLastBen/Papercut_SDXL", "papercut"),
+    Repo("h1t/TCD-SDXL-LoRA", "tcd-lora-sdxl"),
     Repo("diffusers/controlnet-canny-sdxl-1.0-small", "controlnet-canny-sdxl", fp16=True),
     Repo("TencentARC/t2i-adapter-canny-sdxl-1.0", "t2i-adapter-canny-sdxl", fp16=True),
     Repo("stable-diffusion-v1-5/stable-diffusion-v1-5", "sd15-base", fp16=True),
@@ -52,6 +53,7 @@ REPOS: Tuple[Repo, ...] = (
         "diffusers/inpaint.png": "images/inpaint.png",
         "diffusers/inpaint_mask.png": "images/inpaint_mask.png",
         "diffusers/input_image_vermeer.png": "images/vermeer.png",
+        "diffusers/img2img-init.png": "images/img2img-init.png",
     }),
     # The twin is a PNG; Pillow reads an image by its content, whatever the name says.
     Repo("Adapter/t2iadapter", "images", files={"figs_SDXLV1.0/org_canny.jpg": "images/canny_source.png"}),

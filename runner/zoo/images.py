@@ -1,5 +1,5 @@
 """The input images of the card's workflows, drawn procedurally: a landscape and its inpainting mask,
-a portrait and a figure for the canny-conditioned workflows. Deterministic: the same pixels every
+a portrait and a figure for the canny-conditioned workflows, a jungle scene for image-to-image. Deterministic: the same pixels every
 build."""
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ def draw_images(folder: Path) -> None:
         "inpaint_mask.png": _draw_mask,
         "vermeer.png": _draw_portrait,
         "canny_source.png": _draw_figure,
+        "img2img-init.png": _draw_jungle,
     }
     for name, draw in drawings.items():
         # Fixed PNG options and no metadata: same pixels -> same bytes.
@@ -81,4 +82,21 @@ def _draw_figure():
     draw.line([(300, 230), (440, 230)], fill=ink, width=10)
     draw.line([(370, 340), (320, 470)], fill=ink, width=10)
     draw.line([(370, 340), (420, 470)], fill=ink, width=10)
+    return image
+
+
+def _draw_jungle():
+    """Leaves, trunks and a clearing: broad colour areas for image-to-image to keep or redraw."""
+    from PIL import Image, ImageDraw
+
+    image = Image.new("RGB", (IMAGE_SIZE, IMAGE_SIZE), (30, 70, 40))
+    draw = ImageDraw.Draw(image)
+    draw.ellipse([140, 260, 380, 520], fill=(150, 160, 90))  # the clearing
+    for x, width in ((40, 36), (200, 24), (420, 44)):
+        draw.rectangle([x, 0, x + width, IMAGE_SIZE], fill=(80, 55, 35))
+    for i in range(24):
+        cx, cy = (i * 97) % IMAGE_SIZE, (i * 61) % 260
+        draw.ellipse([cx - 40, cy - 18, cx + 40, cy + 18], fill=(40 + (i * 7) % 60, 120 + (i * 13) % 80, 50))
+    draw.ellipse([236, 330, 276, 370], fill=(235, 235, 240))  # an astronaut's helmet
+    draw.rectangle([240, 370, 272, 440], fill=(220, 220, 225))
     return image

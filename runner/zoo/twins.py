@@ -264,6 +264,15 @@ def _lora_pair(module, rank: int, generator, up_std: float):
 def build_lcm_lora(folder: Path, unet, seed: int = 6, pipeline: str = "StableDiffusionXLPipeline") -> None:
     """The LCM-LoRA twin of `unet` (SDXL's by default; `pipeline`: the family's pipeline class, whose
     save_lora_weights writes the file), written by diffusers itself in the diffusers/peft key format."""
+    _write_diffusers_lora(folder, unet, seed, pipeline)
+
+
+def build_tcd_lora(folder: Path, unet) -> None:
+    """The TCD-SDXL LoRA twin (h1t/TCD-SDXL-LoRA): LCM-LoRA's layout and format, other weights."""
+    _write_diffusers_lora(folder, unet, seed=9)
+
+
+def _write_diffusers_lora(folder: Path, unet, seed: int, pipeline: str = "StableDiffusionXLPipeline") -> None:
     import diffusers
     import torch
 
