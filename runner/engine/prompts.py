@@ -53,18 +53,37 @@ def _compel(pipe: Any, call: Dict[str, Any], do_cfg: bool, lora_scale: Optional[
     negative = call.get("negative_prompt")
     zeros = do_cfg and negative is None and pipe.config.force_zeros_for_empty_prompt  # as encode_prompt does
     with_negative = do_cfg and not zeros
+    prompts = {"main_prompt": text("prompt"), "style_prompt": text("prompt_2"),
+               "negative_prompt": (text("negative_prompt") or "") if with_negative else None,
+               "negative_style_prompt": text("negative_prompt_2") if with_negative else None}
     with _text_encoder_lora_scale(pipe, lora_scale), torch.no_grad():
         # CompelForSDXL: both encoders' penultimate hidden states (not normalised), the second's pooled
         # output, prompts past 77 tokens in chunks (truncate_long_prompts=False), every conditioning
         # padded to one length.
-        made = CompelForSDXL(pipe, device=device)(
-            main_prompt=text("prompt"), style_prompt=text("prompt_2"),
-            negative_prompt=(text("negative_prompt") or "") if with_negative else None,
-            negative_style_prompt=text("negative_prompt_2") if with_negative else None)
-    embeds, pooled = made.embeds, made.pooled_embeds
+        compel = CompelForSDXL(pipe, device=device)
+        made = compel(**prompts)
+        # compel pools the text as written, weighting syntax included, so that `(cat)1` would pool other
+        # tokens than `cat`: the pooled embeddings are made from the words alone.
+        pooled_of = compel.compel_2.conditioning_provider.get_pooled_embeddings
+        pooled = pooled_of([_words(prompts["style_prompt"] or prompts["main_prompt"])], device=device)
+        if with_negative:
+            negative_pooled = pooled_of([_words(prompts["negative_style_prompt"] or prompts["negative_prompt"])],
+                                        device=device)
+    embeds = made.embeds
     if zeros:
         return embeds, torch.zeros_like(embeds), pooled, torch.zeros_like(pooled)
-    return embeds, made.negative_embeds, pooled, made.negative_pooled_embeds
+    return embeds, made.negative_embeds, pooled, negative_pooled if with_negative else None
+
+
+def _words(text: str) -> str:
+    """A compel prompt's words without its weights (`a (cat)1.5 on a mat` -> `a cat on a mat`); a
+    blend or conjunction as written."""
+    from compel import Compel
+
+    parsed = Compel.parse_prompt_string(text)
+    if len(parsed.prompts) != 1 or not all(hasattr(part, "text") for part in getattr(parsed.prompts[0], "children", [None])):
+        return text
+    return " ".join(part.text for part in parsed.prompts[0].children if part.text)
 
 
 @contextlib.contextmanager
