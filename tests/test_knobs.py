@@ -5,6 +5,7 @@ cannot work."""
 import inspect
 import json
 import logging
+from pathlib import Path
 
 import diffusers
 import numpy as np
@@ -74,15 +75,27 @@ def test_img2img_equals_diffusers_by_hand_and_records_what_it_fed(tiny_zoo, tmp_
     assert parameters["Denoising strength"] == "0.6" and parameters["Size"] == "256x256"
 
 
-def test_img2img_strength_changes_the_image_and_reproduces(tiny_zoo, tmp_path, fresh_cache):
+@pytest.mark.slow
+def test_a_strength_sweep_draws_each_strength_and_reproduces(tiny_zoo, tmp_path, fresh_cache):
+    import csv
+
+    from benchmarks.bench import run_hydra
+    from runner.commands import lcm_run
     from runner.commands.lcm_reproduce import reproduce
 
-    records = {s: run(make_config("experiment=img2img", "zoo=tiny", "sampling.steps=2", f"conditioning.strength={s}"),
-                      tmp_path / str(s)) for s in (0.5, 1.0)}
-    assert np.abs(pixels(records[0.5], tmp_path / "0.5") - pixels(records[1.0], tmp_path / "1.0")).mean() > 5
-    again = reproduce(tmp_path / "0.5" / records[0.5]["images"][0]["file"], [], tmp_path / "again")
+    sweep = tmp_path / "sweep"
+    run_hydra(lcm_run.run_app, ["experiment=img2img", "zoo=tiny", "sampling.steps=2", "sampling.height=128",
+                                "sampling.width=128", "conditioning.strength=0.5,1.0", f"hydra.sweep.dir={sweep}"])
+    records = {r["call"]["strength"]: r for r in (json.loads(p.read_text()) for p in sweep.glob("*/run.json"))}
+    assert set(records) == {0.5, 1.0} and all(r["status"] == "ok" for r in records.values())
+    folders = {s: Path(r["config"]["paths"]["output_dir"]) for s, r in records.items()}
+    assert np.abs(pixels(records[0.5], folders[0.5]) - pixels(records[1.0], folders[1.0])).mean() > 5
+    assert all((folders[s] / "inputs/image.png").is_file() for s in records)
+    rows = list(csv.DictReader((sweep / "summary.csv").open()))
+    assert sorted(float(row["conditioning.strength"]) for row in rows) == [0.5, 1.0]
+    again = reproduce(folders[0.5] / records[0.5]["images"][0]["file"], [], tmp_path / "again")
     assert again["reproduced_from"]["pixels_equal"] is True
-    assert again["inputs"]["image"] == "inputs/image.png"
+    assert again["inputs"]["image"] == "inputs/image.png" and again["call"]["strength"] == 0.5
 
 
 @pytest.mark.parametrize("steps,strength", [(4, 0.2), (1, 0.9)])
