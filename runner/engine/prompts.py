@@ -69,10 +69,13 @@ def _compel(pipe: Any, call: Dict[str, Any], do_cfg: bool, lora_scale: Optional[
         if with_negative:
             negative_pooled = pooled_of([_words(prompts["negative_style_prompt"] or prompts["negative_prompt"])],
                                         device=device)
-    embeds = made.embeds
+    dtype = pipe.text_encoder_2.dtype  # compel's weights are float32: keep a float16 model's embeddings float16
+    embeds, pooled = made.embeds.to(dtype), pooled.to(dtype)
     if zeros:
         return embeds, torch.zeros_like(embeds), pooled, torch.zeros_like(pooled)
-    return embeds, made.negative_embeds, pooled, negative_pooled if with_negative else None
+    if not with_negative:
+        return embeds, None, pooled, None
+    return embeds, made.negative_embeds.to(dtype), pooled, negative_pooled.to(dtype)
 
 
 def _words(text: str) -> str:
