@@ -283,3 +283,22 @@ def test_a_long_prompt_warns_once_under_plain_and_is_kept_whole_under_compel(tin
     _, cut_cfg = run_pixels(tmp_path, "plain-cfg", f"sampling.prompt='{LONG}'", "sampling.guidance_scale=3",
                             "sampling.negative_prompt=blurry")
     assert np.abs(whole - cut_cfg).mean() > 0.5, "compel should read the tokens past 77"
+
+
+def test_a_batch_whose_compel_prompts_differ_in_length_draws_each_as_alone(tiny_zoo, tmp_path, fresh_cache):
+    """The sweeper batches jobs that differ only in prompt; compel encodes a long prompt to more
+    tokens than a short one, so such a batch generates its jobs one by one."""
+    from runner.sweep import batching
+    from runner.sweep.handoff import HANDOFF
+
+    small = ["zoo=tiny", "sampling.steps=1", "sampling.height=64", "sampling.width=64", "sampling.prompt_syntax=compel"]
+    configs = [make_config(*small, f"sampling.prompt='{text}'") for text in ("a (cat:1.3)", LONG)]
+    alone = [pixels(run(cfg, tmp_path / f"alone{i}"), tmp_path / f"alone{i}") for i, cfg in enumerate(configs)]
+    try:
+        batching.expect(configs)
+        batched = [run(cfg, tmp_path / f"batch{i}") for i, cfg in enumerate(configs)]
+    finally:
+        HANDOFF.reset()
+    assert [r["status"] for r in batched] == ["ok", "ok"] and not any("batch" in r for r in batched)
+    for i, record in enumerate(batched):
+        assert np.array_equal(pixels(record, tmp_path / f"batch{i}"), alone[i])

@@ -43,6 +43,9 @@ def generate(loaded: LoadedPipeline, pipe: Any, plan: JobPlan, record: Dict[str,
         except torch.OutOfMemoryError:
             log.warning("a batch of %d jobs ran out of memory: generating them one by one", len(members))
             torch.cuda.empty_cache()
+        except _UnequalPrompts:  # compel's long prompts: padding one to the other's length would change it
+            log.info("the %d jobs of a batch encode their prompts to different lengths: generating them one by one",
+                     len(members))
     texts, hit = cached_embeddings(loaded, pipe, plan)
     keywords = {k: v for k, v in plan.call.items() if k not in _TEXT}
     arrays, record["guards"] = _call(pipe, keywords, texts, plan.seeds, images_in)
@@ -59,6 +62,8 @@ def _batched(loaded: LoadedPipeline, pipe: Any, plans: Sequence[JobPlan], identi
         texts, _ = cached_embeddings(loaded, pipe, plan)
         for name, tensor in texts.items():
             rows.setdefault(name, []).append(tensor.repeat(len(plan.seeds), *([1] * (tensor.dim() - 1))))
+    if any(len({part.shape[1:] for part in parts}) > 1 for parts in rows.values()):
+        raise _UnequalPrompts()
     texts = {name: torch.cat(parts) for name, parts in rows.items()}
     keywords = {k: v for k, v in plans[0].call.items() if k not in _TEXT + ("num_images_per_prompt",)}
     seeds = [seed for plan in plans for seed in plan.seeds]
@@ -79,6 +84,10 @@ def _batched(loaded: LoadedPipeline, pipe: Any, plans: Sequence[JobPlan], identi
         else:  # a member already complete (resumed sweep) never collects its share: no harm
             batching.put_ready(identity, batching.Ready(own, info))
     return mine
+
+
+class _UnequalPrompts(Exception):
+    """A batch's prompts encode to embeddings of different lengths (compel's chunks of 77 tokens)."""
 
 
 def _call(pipe: Any, keywords: Dict[str, Any], texts: Dict[str, Any], seeds: Sequence[int],
