@@ -36,7 +36,8 @@ def measure(jobs: List[int], repeats: int, work: Path) -> Dict[str, Any]:
     from runner.zoo import ensure_zoo
 
     ensure_zoo()
-    plans: Dict[str, Dict[int, Dict[str, float]]] = {}
+    _quietly(run_hydra, run_app, ["experiment=t2i", "zoo=tiny", "plan=true", f"hydra.sweep.dir={work / 'warm-up'}"])
+    plans: Dict[str, Dict[int, Dict[str, float]]] = {}  # (a first sweep imports and reads what the others reuse)
     for name, (arguments, axis) in SWEEPS.items():
         plans[name] = {}
         for count in [1, *jobs]:
