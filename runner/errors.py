@@ -1,7 +1,7 @@
 """The one exception type for mistakes in what the user asked for, and the exit codes every command
 shares (lcm-run, lcm-grid, lcm-reproduce)."""
 import sys
-from typing import NoReturn
+from typing import NoReturn, Optional
 
 from hydra.errors import CompactHydraException
 
@@ -24,3 +24,21 @@ def leave(code: int, message: str) -> NoReturn:
     callback into a warning; SystemExit passes through."""
     print(f"Error: {message}", file=sys.stderr)
     raise SystemExit(code)
+
+
+_exit_after_callbacks: Optional[int] = None
+
+
+def leave_after_callbacks(code: int, message: str) -> None:
+    """`leave`, for the end of a sweep: print now, exit once every callback has run (Hydra stops
+    calling callbacks at a SystemExit, and a tracker logs the failed jobs after the report)."""
+    global _exit_after_callbacks
+    print(f"Error: {message}", file=sys.stderr)
+    _exit_after_callbacks = code
+
+
+def exit_code_after_callbacks() -> Optional[int]:
+    """The code `leave_after_callbacks` kept (None: none), cleared."""
+    global _exit_after_callbacks
+    code, _exit_after_callbacks = _exit_after_callbacks, None
+    return code

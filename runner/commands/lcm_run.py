@@ -22,7 +22,7 @@ from runner.sweep import startup, interrupts
 from runner.outputs import writers
 from runner.sweep.interrupts import Interrupted
 from runner.sweep.chunks import run_job
-from runner.errors import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED, UserError
+from runner.errors import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED, UserError, exit_code_after_callbacks
 
 log = logging.getLogger("lcm-run")
 
@@ -67,6 +67,9 @@ def entry() -> None:
     try:
         check_group_choices(sys.argv[1:])
         run_app()
+        code = exit_code_after_callbacks()  # a sweep with failed jobs, once every callback has run
+        if code:
+            sys.exit(code)
     except (KeyboardInterrupt, Interrupted) as stop:
         reason = "Ctrl-C" if isinstance(stop, KeyboardInterrupt) else str(stop)
         print(f"Interrupted ({reason}): finished jobs are kept and the job in flight is recorded as "

@@ -124,6 +124,17 @@ class OutputsConfig:
 
 
 @dataclass
+class TrackerConfig:
+    """Where every job is logged as a tracked run (runner.tracking): `tracker=mlflow|tensorboard|wandb`."""
+    kind: str = "none"  # none | mlflow | tensorboard | wandb (offline)
+    # mlflow: a tracking URI (http://host:port, sqlite:///file.db); null: sqlite:///<output folder>/mlflow.db.
+    # tensorboard: the log folder (null: <output folder>/tensorboard); wandb: the folder holding wandb/
+    uri: Optional[str] = None
+    experiment: str = "lcm-runner"  # MLflow experiment, W&B project
+    timeout: float = 5.0  # seconds a tracker request may take before the tracker counts as down
+
+
+@dataclass
 class PathsConfig:
     root: str = "outputs"
     output_dir: str = MISSING
@@ -157,6 +168,7 @@ class RunConfig:
     metrics: Dict[str, MetricConfig] = field(default_factory=dict)
     paths: PathsConfig = field(default_factory=PathsConfig)
     outputs: OutputsConfig = field(default_factory=OutputsConfig)  # image format and what a job keeps
+    tracker: TrackerConfig = field(default_factory=TrackerConfig)  # tracker=mlflow|tensorboard|wandb (conf/tracker/)
     plan: bool = False  # a dry run: say what would run and load, load and write nothing
     on_invalid: str = "fail"  # a sweep with invalid jobs: "fail" before running any, or "skip" them
     allow_pickle: bool = False  # load pickle weights (.bin/.ckpt), which can run code: trusted files only
@@ -168,11 +180,13 @@ class RunConfig:
 
 ConfigStore.instance().store(name="run_schema", node=RunConfig)
 _TYPED_NODES = {"model": ModelConfig, "sampling": SamplingConfig, "device": DeviceConfig, "zoo": ZooConfig,
-                "prompts": PromptsConfig, "paths": PathsConfig, "progress": ProgressConfig, "outputs": OutputsConfig}
+                "prompts": PromptsConfig, "paths": PathsConfig, "progress": ProgressConfig, "outputs": OutputsConfig,
+                "tracker": TrackerConfig}
 # Not part of what a job is: where outputs go, Hydra's settings, how a prompt set was chosen (a
 # job's prompt text is in sampling; its row id in `prompt`), how its images are scored, how progress
-# shows, and how its images are stored (`outputs`: a resumed sweep keeps finished jobs as written).
-NOT_IDENTITY = ("hydra", "paths", "prompts", "metrics", "progress", "outputs")
+# shows, how its images are stored (`outputs`: a resumed sweep keeps finished jobs as written), and
+# where it is logged.
+NOT_IDENTITY = ("hydra", "paths", "prompts", "metrics", "progress", "outputs", "tracker")
 
 
 def _zoo_size(pixels: int, *, _root_: DictConfig) -> int:
@@ -190,6 +204,7 @@ COMPILE = ("none", "regional", "full")
 PROGRESS_MODES = ("auto", "bar", "lines", "none")
 IMAGE_FORMATS = ("png", "webp", "jpeg")
 KEEP = ("all", "thumbnails")
+TRACKERS = ("none", "mlflow", "tensorboard", "wandb")
 # Only diffusers schedulers may be instantiated: a config (or a PNG's metadata) never names code.
 SCHEDULER_TARGET_PREFIX = "diffusers."
 SCHEDULER_TARGET_SUFFIX = "Scheduler.from_config"
@@ -316,6 +331,10 @@ def _problems(cfg: DictConfig) -> Iterator[str]:
     if not cfg.progress.every > 0:
         yield f"progress.every={cfg.progress.every} must be more than 0 (seconds between progress lines)"
     yield from _outputs_problems(cfg.outputs)
+    if cfg.tracker.kind not in TRACKERS:
+        yield f"tracker.kind={cfg.tracker.kind!r} is not one of {', '.join(TRACKERS)} (choose tracker=mlflow etc.)"
+    if not cfg.tracker.timeout > 0:
+        yield f"tracker.timeout={cfg.tracker.timeout} must be more than 0 seconds"
     if cfg.on_invalid not in ("fail", "skip"):
         yield f"on_invalid={cfg.on_invalid!r} is not one of fail, skip"
     yield from _scheduler_problems(cfg.scheduler)

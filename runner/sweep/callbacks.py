@@ -23,7 +23,7 @@ from runner.sweep.folders import SWEEP_FOLDER
 from runner.config import file_checks
 from runner.outputs import records, thumbnails, writers
 from runner.config.schema import job_identity, override_strings
-from runner.errors import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, UserError, leave
+from runner.errors import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, UserError, leave, leave_after_callbacks
 from runner.config.job_plan import plan_job
 from runner.report import build_report
 
@@ -157,7 +157,7 @@ class RunnerCallbacks(Callback):
         print(f"Sweep results in {sweep_dir}")
         failed = statuses.get("failed", 0)
         if failed:
-            leave(EXIT_FAILED, f"{failed} of {sum(statuses.values())} jobs failed; their run.json files (or, where "
+            leave_after_callbacks(EXIT_FAILED, f"{failed} of {sum(statuses.values())} jobs failed; their run.json files (or, where "
                   f"there is none, their lcm-run.log) and {sweep_dir / 'summary.csv'} say why.")
 
 
