@@ -110,8 +110,14 @@ class _Lazy:
     def describe(self) -> str:
         return self._tracker().describe()
 
-    def __getattr__(self, name: str) -> Any:  # start_sweep, log_job, finish_sweep, close
-        return getattr(self._tracker(), name)
+    def start_sweep(self, *arguments: Any) -> Any:
+        return self._tracker().start_sweep(*arguments)
+
+    def log_job(self, *arguments: Any) -> Any:
+        return self._tracker().log_job(*arguments)
+
+    def finish_sweep(self, *arguments: Any) -> Any:
+        return self._tracker().finish_sweep(*arguments)
 
     def __getstate__(self) -> dict:  # a launcher's worker opens its own
-        return {"kind": self.kind, "_arguments": self._arguments, "_opened": None}
+        return {**self.__dict__, "_opened": None}

@@ -105,7 +105,7 @@ def read_job(folder: Path, out_dir: Path, experiment: Optional[str]) -> Optional
                 "lcm.experiment": _experiment(overrides, experiment)}
     if error:
         job.tags["lcm.error"] = error[:5000]
-    chosen = [o for o in overrides if not o.startswith("hydra.")]
+    chosen = [o for o in overrides if not o.startswith(("hydra.", "tracker"))]  # where it is logged: not what it is
     job.title = f"{job.name}: {' '.join(chosen)}" if chosen else job.name
     return job
 

@@ -63,7 +63,7 @@ class MlflowTracker:
 
     def _search(self, **tags: str) -> List[Any]:
         where = " AND ".join(f"tags.`{key}` = '{value}'" for key, value in tags.items())
-        return self.client.search_runs([self.experiment_id], filter_string=where, max_results=100)
+        return self.client.search_runs([self.experiment_id], filter_string=where, max_results=50000)
 
     # -- the sweep ------------------------------------------------------------------------------
     def start_sweep(self, out_dir: Path, experiment: Optional[str]) -> None:
@@ -80,6 +80,10 @@ class MlflowTracker:
     def finish_sweep(self, out_dir: Path, files: List[Path], statuses: Dict[str, int]) -> None:
         if self.parent is None:
             self.start_sweep(out_dir, None)
+        # Runs that launcher workers logged before the parent existed become its children now.
+        for run in self._search(**{"lcm.kind": "job", "lcm.sweep_id": tracked.sweep_id(out_dir)}):
+            if run.data.tags.get("mlflow.parentRunId") != self.parent:
+                self.client.set_tag(run.info.run_id, "mlflow.parentRunId", self.parent)
         for path in files:
             self.client.log_artifact(self.parent, str(path))
         now = _now()
