@@ -66,6 +66,7 @@ def entry() -> None:
     sys.argv[1:] = with_vars_added(sys.argv[1:])
     try:
         check_group_choices(sys.argv[1:])
+        exit_code_after_callbacks()  # none left from an earlier app run in this process
         run_app()
         code = exit_code_after_callbacks()  # a sweep with failed jobs, once every callback has run
         if code:
