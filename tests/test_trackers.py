@@ -11,9 +11,8 @@ import time
 from pathlib import Path
 
 import pytest
-from PIL import Image
-
 from hydra import compose, initialize_config_dir
+from PIL import Image
 
 from tests.helpers import CONF, lcm_run, make_config
 from runner.config.schema import job_identity
