@@ -290,3 +290,57 @@ def test_wandb_offline_run_folders_one_per_job(tiny_zoo, tmp_path):
     assert lcm_grid(str(sweep), "--log", "wandb", cwd=tmp_path).returncode == 0
     assert [p for p in sorted((sweep / "wandb").glob("offline-run-*")) if not p.name.endswith("-sweep")] == \
         [p for p in runs if not p.name.endswith("-sweep")], "a push logs no job twice"
+
+
+# -- in process: what is logged, what is skipped, what a failing tracker costs -----------------------------
+def write_job(sweep: Path, name: str, status: str, seed: int = 0) -> Path:
+    """A job folder as lcm-run leaves it: run.json and, for a finished job, its image."""
+    folder = sweep / name
+    folder.mkdir(parents=True, exist_ok=True)
+    record = {"status": status, "id": f"job{name}", "overrides": [f"sampling.seed={seed}", "scheduler=tcd"],
+              "config": {"sampling": {"seed": seed, "steps": 2}, "zoo": {"twins": {"a/b": "/zoo/b"}}},
+              "timings": {"total": 0.5}, "images": [], "error": None}
+    if status == "ok":
+        Image.new("RGB", (16, 8), (seed, 100, 200)).save(folder / "image_00_seed0.png")
+        record["images"] = [{"file": "image_00_seed0.png", "seed": seed, "index": 0, "metrics": {"clip_score": 21.5}}]
+    else:
+        record["error"] = "GenerationFailed: non-finite latents"
+    (folder / "run.json").write_text(json.dumps(record))
+    return folder
+
+
+def test_a_job_is_logged_once_a_redone_failure_replaces_its_run_and_a_failing_tracker_warns_once(tmp_path, caplog):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from runner.tracking import open_tracker
+    from runner.tracking.jobs import read_job
+    from runner.tracking.logbook import DOWN_MARKER, Logbook, push_folder
+
+    sweep = tmp_path / "sweep"
+    write_job(sweep, "0", "ok")
+    write_job(sweep, "1", "failed", seed=1)
+    job = read_job(sweep / "0", sweep, "t2i")
+    assert job.params == {"sampling.seed": "0", "sampling.steps": "2", "scheduler": "tcd"}  # the zoo's map left out
+    assert job.metrics == {"time/total": 0.5, "clip_score": 21.5} and job.tags["lcm.job_id"] == "job0"
+    assert read_job(sweep / "1", sweep, "t2i").tags["lcm.error"] == "GenerationFailed: non-finite latents"
+
+    tracker = open_tracker("tensorboard", None, "lcm-runner", 5.0, sweep)
+    assert push_folder(tracker, sweep) == {"ok": 1, "failed": 1}
+    first = {job: sorted((sweep / "tensorboard" / job).glob("events.*")) for job in ("0", "1")}
+    write_job(sweep, "1", "ok", seed=1)  # resumed: the failed job redone
+    push_folder(tracker, sweep)
+    assert sorted((sweep / "tensorboard" / "0").glob("events.*")) == first["0"], "a logged job is not logged again"
+    [redone] = (sweep / "tensorboard" / "1").glob("events.*")
+    events = EventAccumulator(str(redone))
+    events.Reload()
+    assert events.Scalars("status/ok")[0].value == 1.0, "the failed run is replaced, not added to"
+
+    blocked = tmp_path / "blocked"
+    blocked.write_text("a file where the log folder should be")
+    book = Logbook(open_tracker("tensorboard", str(blocked), "lcm-runner", 5.0, sweep), sweep, None)
+    with caplog.at_level("WARNING", logger="lcm-run"):
+        assert book.log_folders([sweep / "0", sweep / "1"]) == []
+        book.finish_sweep()
+    assert len([r for r in caplog.records if "no more runs are logged" in r.message]) == 1
+    assert (sweep / DOWN_MARKER).is_file()
+    assert Logbook(book.tracker, sweep, None).down(), "the sweep's other processes give up too"
