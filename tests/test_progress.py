@@ -10,7 +10,8 @@ class Terminal(io.StringIO):
         return True
 
 
-def test_on_a_terminal_one_line_is_redrawn_with_jobs_images_rate_eta_and_failures():
+def test_on_a_terminal_one_line_is_redrawn_with_jobs_images_rate_eta_and_failures(monkeypatch):
+    monkeypatch.setenv("COLUMNS", "200")  # the bar is cut to the terminal's width
     screen = Terminal()
     progress = SweepProgress(total=4, mode="auto", stream=screen)
     assert progress.mode == "bar"
