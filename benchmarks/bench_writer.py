@@ -70,8 +70,8 @@ def _with_writer(images: List[Image.Image], record: Dict[str, Any], threads: int
     for index, image in enumerate(images):  # one job per image, each in its own folder, as in a sweep
         job_dir = out / str(index)
         job_dir.mkdir()
-        plan = SimpleNamespace(seeds=(index,))  # all that _finish reads of a job's plan
-        writer.submit(functools.partial(run._finish, job_dir, copy.deepcopy(record), plan, ([image], {}),
+        plan = SimpleNamespace(seeds=(index,), prompt_row=None)  # all that _finish reads of a job's plan
+        writer.submit(functools.partial(run._finish, job_dir, copy.deepcopy(record), plan, ([image], {}, [{}]),
                                         time.perf_counter(), keep_thumbnails=True))
     writer.close()
 
