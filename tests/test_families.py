@@ -196,3 +196,10 @@ def test_a_base_of_no_known_family_is_named_before_any_load(tmp_path):
         plan_job(make_config(f"model.source={folder}"))
     assert f"model.source='{folder}' is a FluxPipeline" in str(error.value)
     assert "SDXL, SSD-1B, Stable Diffusion 1.5" in str(error.value)
+
+
+def test_the_unbuilt_zoos_table_says_what_each_built_twins_files_say(tiny_zoo):
+    from runner.config import families
+
+    for name, known in families.TWIN_BASES.items():
+        assert families._read_base("model.source", name, str(tiny_zoo / name)) == families.BaseModel(*known), name

@@ -11,7 +11,7 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from runner.config import file_checks, models_root, sources
-from runner.config.families import SDXL, BaseModel, check_conditioning_kind, check_conditioning_model
+from runner.config.families import SDXL, BaseModel, check_conditioning_kind, check_conditioning_model, on_disk
 from runner import zoo
 from runner.errors import UserError
 from runner.config.plain import to_builtin
@@ -125,7 +125,7 @@ def plan_conditioning(node: DictConfig, twins: Mapping[str, str], allow_pickle: 
     model = sources.resolve_folder(key, models_root.resolve_name(names, key, cond.model.source), twins)
     if model.origin == "local":
         file_checks.check_model_folder("conditioning.model.source", Path(model.path), allow_pickle, pipeline=False)
-    if base is not None and model.origin != "hub":  # a twin's files exist once the base's were read
+    if base is not None and on_disk(model):  # a twin's files once the zoo is built
         check_conditioning_model("conditioning.model.source", model.ref, Path(model.path), MODEL_COMPONENTS[kind],
                                  base, base_ref)
     if kind == "controlnet_canny":

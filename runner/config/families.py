@@ -70,10 +70,23 @@ class BaseModel:
     default_size: int  # the UNet's sample_size x the VAE's scale factor, as diffusers picks it
 
 
+# The tiny zoo's bases, as their files say once built (tests/test_families.py checks the two agree):
+# planning never builds the zoo (a dry run loads nothing), so an unbuilt zoo's twins are read from here.
+TWIN_BASES = {"sdxl-base": (SDXL, False, 256), "sdxl-inpaint": (SDXL, True, 256), "ssd-1b": (SSD_1B, False, 256),
+              "sd15-base": (SD15, False, 128), "sd15-inpaint": (SD15, True, 128)}
+
+
 def read_base(source: Source) -> BaseModel:
     """The family of the base `source` names, from its model_index.json and UNet (and VAE) config."""
+    if source.origin == "zoo" and not zoo.is_built() and Path(source.path).name in TWIN_BASES:
+        return BaseModel(*TWIN_BASES[Path(source.path).name])
     folder = _config_folder(source)
     return _read_base(source.key, source.ref, folder)
+
+
+def on_disk(source: Source) -> bool:
+    """Whether a weight's files can be read while planning: local, or a twin of a built zoo."""
+    return source.origin == "local" or (source.origin == "zoo" and zoo.is_built())
 
 
 @functools.lru_cache(maxsize=64)

@@ -171,7 +171,7 @@ def _plan_adapter(name: str, entry: Plain, twins, allow_pickle: bool, base: fami
                   base_ref: str, names=None) -> AdapterPlan:
     key = f"lora.{name}.source"
     source = sources.resolve_file(key, models_root.resolve_name(names, key, entry.source), entry.weight_name, twins)
-    if source.origin != "hub":  # a twin's file exists once the base's files were read
+    if families.on_disk(source):  # a twin's file once the zoo is built
         keys = file_checks.check_lora_file(key, Path(source.file), allow_pickle)
         families.check_lora_family(key, Path(source.file), keys, base, base_ref)
     return AdapterPlan(name=name, source=source, weight=float(entry.weight))

@@ -115,6 +115,11 @@ def _add_model_formats(dest: Path) -> None:
 # --- completeness, locking, atomic replacement -------------------------------------------------
 
 
+def is_built() -> bool:
+    """Whether the zoo is there, complete: planning reads twins' files only then, and never builds it."""
+    return _is_complete(zoo_dir())
+
+
 def _is_complete(dest: Path) -> bool:
     manifest = dest / MANIFEST_NAME
     if not manifest.is_file():
