@@ -175,3 +175,16 @@ def test_integer_overrides_are_built_as_hydras_parser_builds_them(text):
 
     parser = OverridesParser.create()
     assert vars(expansion.OverrideParsing(parser)([text])[0]) == vars(parser.parse_overrides([text])[0])
+
+
+@pytest.mark.slow
+def test_a_ten_thousand_job_sweep_is_planned_whole(loader):
+    """Every job of a 10,000-job sweep planned, each with its own seed (no timing asserted:
+    benchmarks.bench_plan measures it)."""
+    master = loader.load_configuration("config", ["zoo=tiny", "sampling.seed=range(0,10000)"],
+                                       run_mode=RunMode.MULTIRUN)
+    jobs, _ = expansion.expand(master)
+    planned = expansion.plan_jobs(master, jobs)
+    assert len(planned) == 10000 and not [job for job in planned if job.error]
+    assert [job.plan.seeds[0] for job in planned] == list(range(10000))
+    assert [job.number for job in planned] == list(range(10000))
