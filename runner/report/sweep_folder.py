@@ -143,11 +143,11 @@ def _read_job(folder: Path) -> _Job:
         record = {}  # killed before it wrote its record, or a record cut short
     overrides = record.get("overrides")
     if overrides is None:
-        overrides = _hydra_overrides(folder)
+        overrides = hydra_overrides(folder)
     return _Job(folder.name, record, _parse_overrides(overrides), dict(_flatten(record.get("config") or {})))
 
 
-def _hydra_overrides(folder: Path) -> List[str]:
+def hydra_overrides(folder: Path) -> List[str]:
     """The overrides Hydra saved beside a job that never wrote run.json."""
     try:
         saved = yaml.safe_load((folder / ".hydra" / "overrides.yaml").read_text(encoding="utf-8"))

@@ -16,6 +16,7 @@ from typing import Any, Dict, Iterator, List, Optional, Tuple
 import yaml
 
 from runner.outputs import records
+from runner.report.sweep_folder import hydra_overrides
 
 FINAL = ("ok", "failed", "skipped")
 DONE = ("ok", "skipped")  # a finished job: its run is complete
@@ -79,7 +80,7 @@ def read_job(folder: Path, out_dir: Path, experiment: Optional[str]) -> Optional
     status = record.get("status", "missing")
     if record and status not in FINAL:
         return None
-    overrides = [str(o) for o in record.get("overrides") or _hydra_overrides(folder)]
+    overrides = [str(o) for o in record.get("overrides") or hydra_overrides(folder)]
     config = dict(flatten(record.get("config") or {}))
     params = {_name(key, "_"): _text(value) for key, value in config.items() if not key.startswith(NOT_PARAMS)}
     for text in overrides:  # a config group's choice (scheduler=tcd) is no config leaf: keep it as typed
@@ -137,14 +138,6 @@ def flatten(node: Dict[str, Any], prefix: str = "") -> Iterator[Tuple[str, Any]]
 def _experiment(overrides: List[str], chosen: Optional[str]) -> str:
     swept = [o.split("=", 1)[1] for o in overrides if o.startswith("experiment=")]
     return (swept[0] if swept else chosen) or "none"
-
-
-def _hydra_overrides(folder: Path) -> List[str]:
-    try:
-        saved = yaml.safe_load((folder / ".hydra" / "overrides.yaml").read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError):
-        return []
-    return [str(item) for item in saved] if isinstance(saved, list) else []
 
 
 def _name(key: str, slash: str = "/") -> str:
