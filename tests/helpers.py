@@ -23,3 +23,17 @@ def lcm_run(*args: str, cwd: Path, env_extra=None) -> subprocess.CompletedProces
     env.pop("HYDRA_FULL_ERROR", None)
     script = Path(sys.executable).with_name("lcm-run")
     return subprocess.run([str(script), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+
+
+def count_image_opens(monkeypatch, module) -> list:
+    """The job images (`image_*`) `module` opens through PIL from now on, in order."""
+    opened = []
+    open_image = module.Image.open
+
+    def counting_open(path, *args, **kwargs):
+        if "image_" in str(path):
+            opened.append(str(path))
+        return open_image(path, *args, **kwargs)
+
+    monkeypatch.setattr(module.Image, "open", counting_open)
+    return opened

@@ -20,7 +20,7 @@ from runner.errors import UserError
 from runner.outputs import thumbnails
 from runner.outputs.png_metadata import parameters_text, read_image_metadata
 from runner.run import run
-from tests.helpers import make_config
+from tests.helpers import count_image_opens, make_config
 from tests.test_metadata import lcm_reproduce
 
 PROMPT = "papercut, a cute fox: blue ünïcode"  # a comma, a colon and non-ASCII text, kept through UTF-16
@@ -144,15 +144,7 @@ def test_lcm_reproduce_remakes_a_webp_and_a_jpeg(jobs, tiny_zoo, tmp_path):
 
 @pytest.mark.slow
 def test_a_sweep_that_keeps_thumbnails_has_its_report_and_resumes(tiny_zoo, tmp_path, monkeypatch, capsys):
-    opened = []
-    open_image = Image.open
-
-    def counting_open(path, *args, **kwargs):
-        if "image_" in str(path):
-            opened.append(str(path))
-        return open_image(path, *args, **kwargs)
-
-    monkeypatch.setattr(thumbnails.Image, "open", counting_open)
+    opened = count_image_opens(monkeypatch, thumbnails)
     monkeypatch.setattr(thumbnails, "THUMB", 40)  # thumbnails smaller than the tiny images
     sweep = tmp_path / "sweep"
     args = ["experiment=controlnet_canny", "zoo=tiny", "device=cpu", "sampling.height=48", "sampling.width=64",

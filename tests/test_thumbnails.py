@@ -7,6 +7,7 @@ import pytest
 from PIL import Image
 
 from benchmarks import bench
+from tests.helpers import count_image_opens
 from runner.commands import lcm_run
 from runner.outputs import records, thumbnails
 from runner.report import build_report
@@ -56,15 +57,7 @@ def test_the_oldest_thumbnails_are_dropped_beyond_the_memory_cap(tmp_path, monke
 @pytest.mark.slow
 def test_the_sweeps_contact_sheet_comes_from_kept_thumbnails_and_equals_the_one_from_disk(
         tiny_zoo, tmp_path, monkeypatch):
-    opened = []
-    open_image = Image.open
-
-    def counting_open(path, *args, **kwargs):
-        if "image_" in str(path):
-            opened.append(str(path))
-        return open_image(path, *args, **kwargs)
-
-    monkeypatch.setattr(thumbnails.Image, "open", counting_open)
+    opened = count_image_opens(monkeypatch, thumbnails)
     sweep_dir = tmp_path / "sweep"
     bench.run_hydra(lcm_run.run_app, ["zoo=tiny", "device=cpu", "sampling.height=320", "sampling.width=320",
                                   "sampling.steps=1", "sampling.seed=0,1", f"hydra.sweep.dir={sweep_dir}"])
